@@ -1,0 +1,3 @@
+"""amid: the AMI event daemon."""
+
+__version__ = "0.1.0"

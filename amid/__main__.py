@@ -1,0 +1,3 @@
+from amid.cli import main
+
+raise SystemExit(main())

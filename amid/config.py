@@ -1,0 +1,503 @@
+"""The config file: typed, frozen, strict models and the one loader.
+
+`load_config(path)` is used by `amid run`, by SIGHUP reload and by
+`amid check-config`, so what the check accepts is exactly what the daemon runs.
+Every problem is reported as one `path: problem` line naming the YAML path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from amid import patterns, templates
+
+DEFAULT_CONFIG_PATH = Path("/etc/amid/amid.yaml")
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+class ConfigError(Exception):
+    """The config file cannot be used; `problems` holds one `path: problem` line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# --- durations -------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: object) -> float:
+    """`500ms`, `20s`, `5m`, `2h`, `7d` or a plain number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like 500ms, 20s, 5m, 2h, 7d")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    raise ValueError(
+        f"{value!r} is not a duration (use 500ms, 20s, 5m, 2h, 7d or a number of seconds)"
+    )
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- sections --------------------------------------------------------------
+
+
+class RedeliveryConfig(_Model):
+    initial: Duration = 10.0
+    max: Duration = 300.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RedeliveryConfig:
+        if self.initial > self.max:
+            raise ValueError("initial must not be longer than max")
+        if self.max > 12 * 3600:
+            raise ValueError("max cannot exceed 12h, SQS's longest visibility timeout")
+        return self
+
+
+class QueueConfig(_Model):
+    url: str
+    region: str | None = None
+    endpoint_url: str | None = None
+    wait_time: Duration = Field(default=20.0, ge=0, le=20)
+    max_messages: int = Field(default=10, ge=1, le=10)
+    pollers: int = Field(default=2, ge=1, le=64)
+    max_in_flight: int = Field(default=64, ge=1, le=10_000)
+    visibility_timeout: Duration = Field(default=60.0, ge=1, le=12 * 3600)
+    redelivery: RedeliveryConfig = RedeliveryConfig()
+    on_invalid: Literal["keep", "delete"] = "keep"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc or not parsed.path.strip("/"):
+            raise ValueError(f"{value!r} is not an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)")
+        return value
+
+    @property
+    def resolved_region(self) -> str | None:
+        """`region`, else the one in an AWS queue URL, else None (the SDK environment decides)."""
+        if self.region:
+            return self.region
+        match = re.match(r"^sqs\.([a-z0-9-]+)\.amazonaws\.com", urlparse(self.url).netloc)
+        return match.group(1) if match else None
+
+
+class DedupeConfig(_Model):
+    backend: Literal["memory", "sqlite", "dynamodb"] = "sqlite"
+    path: Path = Path("/var/lib/amid/dedupe.sqlite3")
+    table: str = "amid-dedupe"
+    ttl: Duration = Field(default=7 * 86400.0, gt=0)
+    memory_max_events: int = Field(default=100_000, ge=100)
+
+
+class EnrichConfig(_Model):
+    describe_images: bool = False
+    cache_ttl: Duration = Field(default=600.0, ge=0)
+
+
+class MetricsConfig(_Model):
+    listen: str = "0.0.0.0:9102"  # noqa: S104 - scraped by Prometheus from outside the host
+    queue_depth_interval: Duration = Field(default=60.0, ge=0)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{value!r} is not HOST:PORT")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"  # noqa: S104
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class LoggingConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+
+class RetryConfig(_Model):
+    attempts: int = Field(default=5, ge=1, le=100)
+    initial_backoff: Duration = 1.0
+    max_backoff: Duration = 60.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetryConfig:
+        if self.initial_backoff > self.max_backoff:
+            raise ValueError("initial_backoff must not be longer than max_backoff")
+        return self
+
+
+class DefaultsConfig(_Model):
+    timeout: Duration = Field(default=10.0, gt=0)
+    retry: RetryConfig = RetryConfig()
+
+
+# --- handlers --------------------------------------------------------------
+
+
+def _compile_pattern(value: object) -> object:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValueError("match must be a mapping (an EventBridge event pattern)")
+    try:
+        patterns.compile_pattern(value)
+    except patterns.PatternError as error:
+        raise ValueError(str(error)) from None
+    return value
+
+
+def _check_template(value: str | None) -> str | None:
+    if value is not None:
+        templates.compile_template(value)
+    return value
+
+
+def _read_secret_file(path: Path, key: str) -> SecretStr:
+    try:
+        return SecretStr(path.read_text(encoding="utf-8").strip())
+    except OSError as error:
+        raise ValueError(f"{key}: cannot read {path}: {error.strerror}") from None
+
+
+_HANDLER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class _HandlerBase(_Model):
+    name: str = Field(pattern=_HANDLER_NAME)
+    match: Annotated[dict[str, Any] | None, BeforeValidator(_compile_pattern)] = None
+    timeout: Duration | None = Field(default=None, gt=0)
+    retry: RetryConfig | None = None
+
+
+class ShellHandlerConfig(_HandlerBase):
+    type: Literal["shell"]
+    command: list[str] = Field(min_length=1)
+    env: dict[str, str] = {}
+    cwd: Path | None = None
+
+    @field_validator("command")
+    @classmethod
+    def _templates(cls, value: list[str]) -> list[str]:
+        for argument in value:
+            templates.compile_template(argument)
+        return value
+
+
+class ConsoleHandlerConfig(_HandlerBase):
+    """Prints one line per event on stdout: the demo's handler, handy for a first try."""
+
+    type: Literal["console"]
+    template: str | None = None
+
+    _template = field_validator("template")(_check_template)
+
+
+class SlackHandlerConfig(_HandlerBase):
+    type: Literal["slack"]
+    webhook_url: SecretStr | None = None
+    webhook_url_file: Path | None = None
+    template: str | None = None
+    payload_template: str | None = None
+    username: str | None = None
+    icon_emoji: str | None = None
+    channel: str | None = None
+    rate_limit: float = Field(default=1.0, gt=0, description="messages per second per webhook")
+
+    _templates = field_validator("template", "payload_template")(_check_template)
+
+    @model_validator(mode="after")
+    def _secret(self) -> SlackHandlerConfig:
+        if (self.webhook_url is None) == (self.webhook_url_file is None):
+            raise ValueError("set exactly one of webhook_url and webhook_url_file")
+        if self.webhook_url_file is not None:
+            secret = _read_secret_file(self.webhook_url_file, "webhook_url_file")
+            object.__setattr__(self, "webhook_url", secret)
+        assert self.webhook_url is not None  # noqa: S101 - narrowed by the check above
+        if not self.webhook_url.get_secret_value().startswith(("https://", "http://")):
+            raise ValueError("webhook_url must be an http(s) URL")
+        return self
+
+
+class SnsHandlerConfig(_HandlerBase):
+    type: Literal["sns"]
+    topic_arn: str = Field(pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]+(\.fifo)?$")
+    template: str | None = None
+    subject: str | None = None
+    endpoint_url: str | None = None
+
+    _templates = field_validator("template", "subject")(_check_template)
+
+    @property
+    def region(self) -> str:
+        return self.topic_arn.split(":")[3]
+
+
+class WebhookHandlerConfig(_HandlerBase):
+    type: Literal["webhook"]
+    url: SecretStr | None = None
+    url_file: Path | None = None
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    headers: dict[str, SecretStr] = {}
+    headers_file: Path | None = None
+    body: str | None = None
+    content_type: str = "application/json"
+
+    _templates = field_validator("body")(_check_template)
+
+    @model_validator(mode="after")
+    def _secret(self) -> WebhookHandlerConfig:
+        if (self.url is None) == (self.url_file is None):
+            raise ValueError("set exactly one of url and url_file")
+        if self.url_file is not None:
+            object.__setattr__(self, "url", _read_secret_file(self.url_file, "url_file"))
+        assert self.url is not None  # noqa: S101 - narrowed by the check above
+        if not self.url.get_secret_value().startswith(("https://", "http://")):
+            raise ValueError("url must be an http(s) URL")
+        if self.headers_file is not None:
+            loaded = _load_yaml_mapping(self.headers_file, "headers_file")
+            merged = {**{k: SecretStr(str(v)) for k, v in loaded.items()}, **self.headers}
+            object.__setattr__(self, "headers", merged)
+        return self
+
+
+def _load_yaml_mapping(path: Path, key: str) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ValueError(f"{key}: cannot read {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ValueError(f"{key}: {path} is not YAML: {error}") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{key}: {path} must hold a mapping of header names to values")
+    return loaded
+
+
+HandlerConfig = Annotated[
+    ShellHandlerConfig
+    | SlackHandlerConfig
+    | SnsHandlerConfig
+    | WebhookHandlerConfig
+    | ConsoleHandlerConfig,
+    Field(discriminator="type"),
+]
+
+
+class Config(_Model):
+    queue: QueueConfig
+    shutdown_timeout: Duration = Field(default=20.0, ge=0)
+    dedupe: DedupeConfig = DedupeConfig()
+    enrich: EnrichConfig = EnrichConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
+    defaults: DefaultsConfig = DefaultsConfig()
+    handlers: list[HandlerConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        seen: set[str] = set()
+        for handler in self.handlers:
+            if handler.name in seen:
+                raise ValueError(f"handler name {handler.name!r} is used twice; names must be unique")
+            seen.add(handler.name)
+        if self.dedupe.ttl < self.queue.redelivery.max * 2:
+            raise ValueError(
+                "dedupe.ttl must be at least twice queue.redelivery.max, "
+                "or a redelivered event could be forgotten and notified twice"
+            )
+        return self
+
+    def timeout_for(self, handler: _HandlerBase) -> float:
+        return handler.timeout if handler.timeout is not None else self.defaults.timeout
+
+    def retry_for(self, handler: _HandlerBase) -> RetryConfig:
+        return handler.retry if handler.retry is not None else self.defaults.retry
+
+    def restart_sections(self) -> dict[str, Any]:
+        """The sections a SIGHUP cannot change: a difference here needs a restart."""
+        return {
+            "queue": self.queue,
+            "dedupe": self.dedupe,
+            "metrics": self.metrics,
+            "shutdown_timeout": self.shutdown_timeout,
+        }
+
+
+# --- loading ---------------------------------------------------------------
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys and alias expansion bombs."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    keys: set[object] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if key in keys:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
+            )
+        keys.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,  # type: ignore[arg-type]
+)
+
+_MAX_ALIASES = 100
+
+
+def _parse_yaml(text: str) -> Any:
+    # A YAML bomb is a small file whose aliases expand exponentially; configs never need many.
+    aliases = sum(1 for token in yaml.scan(text) if isinstance(token, yaml.AliasToken))
+    if aliases > _MAX_ALIASES:
+        raise yaml.YAMLError(f"{aliases} aliases; at most {_MAX_ALIASES} are allowed")
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _interpolate(node: Any, path: str, env: Mapping[str, str], problems: list[str]) -> Any:
+    if isinstance(node, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.append(f"{path or '<root>'}: environment variable {name} is not set")
+            return ""
+
+        return _VAR.sub(replace, node)
+    if isinstance(node, dict):
+        return {
+            key: _interpolate(value, f"{path}.{key}" if path else str(key), env, problems)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_interpolate(item, f"{path}[{index}]", env, problems) for index, item in enumerate(node)]
+    return node
+
+
+def _error_path(location: tuple[int | str, ...], document: Any) -> str:
+    """pydantic's location -> YAML path, without the discriminator's type tags."""
+    parts: list[str] = []
+    node = document
+    for item in location:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+            continue
+        if isinstance(node, dict) and item not in node and item not in ("match",):
+            # a discriminated union inserts the tag ("slack") as a location step
+            if isinstance(node.get("type"), str) and node.get("type") == item:
+                continue
+        parts.append(f".{item}" if parts else str(item))
+        node = node.get(item) if isinstance(node, dict) else None
+    return "".join(parts) or "<root>"
+
+
+def _format_errors(error: ValidationError, document: Any) -> list[str]:
+    problems = []
+    for item in error.errors(include_url=False, include_input=False):
+        path = _error_path(item["loc"], document)
+        message = item["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif item["type"] == "union_tag_invalid":
+            message = "unknown handler type; use one of shell, slack, sns, webhook, console"
+        elif item["type"] == "union_tag_not_found":
+            message = "missing key 'type' (shell, slack, sns, webhook or console)"
+        problems.append(f"{path}: {message}")
+    return problems
+
+
+def parse_config(text: str, env: Mapping[str, str] | None = None, source: str = "config") -> Config:
+    """Validate config text; raises ConfigError with one `path: problem` line per error."""
+    if len(text.encode("utf-8", "replace")) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{source}: larger than {MAX_CONFIG_BYTES // 1024} KiB; not a config file"])
+    try:
+        document = _parse_yaml(text)
+    except yaml.YAMLError as error:
+        detail = " ".join(str(error).split())
+        raise ConfigError([f"{source}: YAML syntax error: {detail}"]) from None
+    if document is None:
+        raise ConfigError([f"{source}: the file is empty"])
+    if not isinstance(document, dict):
+        raise ConfigError([f"<root>: expected a mapping of sections, got {type(document).__name__}"])
+    problems: list[str] = []
+    document = _interpolate(document, "", os.environ if env is None else env, problems)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        return Config.model_validate(document)
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error, document)) from None
+
+
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the config file at `path`."""
+    try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
+    except OSError as error:
+        raise ConfigError([f"{path}: cannot read the config file: {error.strerror}"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    return parse_config(text, env, source=str(path))
+
+
+def default_config_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env["AMID_CONFIG"]) if env.get("AMID_CONFIG") else DEFAULT_CONFIG_PATH

@@ -1,0 +1,54 @@
+"""The delivery ledger: which handlers have succeeded for which event, and who holds it now."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class LedgerUnavailable(Exception):
+    """The store cannot be read or written now; the message must not be acknowledged."""
+
+
+class LeaseLost(LedgerUnavailable):
+    """Another owner took the event after this owner's lease expired."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The ledger's word on an event this owner now holds."""
+
+    delivered: frozenset[str]
+    done: bool = False
+
+
+class Ledger(Protocol):
+    """Guarantees 1 to 3 of SPEC section 2, for one process or (shared backend) many.
+
+    Records live for the ledger's TTL; the clock is injected by each backend.
+    """
+
+    async def claim(self, event_id: str, owner: str, lease: float) -> Claim | None:
+        """Hold `event_id` for `lease` seconds; None when another owner holds a live lease.
+
+        A `done` event is returned without being held: it is a duplicate.
+        """
+        ...
+
+    async def extend(self, event_id: str, owner: str, lease: float) -> bool:
+        """Renew the lease; False when the owner no longer holds it."""
+        ...
+
+    async def record_delivery(self, event_id: str, handler: str, owner: str) -> None:
+        """Record that `handler` succeeded for the event; raises LeaseLost when not held."""
+        ...
+
+    async def complete(self, event_id: str, owner: str) -> None:
+        """Every matching handler succeeded: mark the event done and drop the lease."""
+        ...
+
+    async def release(self, event_id: str, owner: str) -> None:
+        """Drop the lease without completing (a handler failed, or shutdown)."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,83 @@
+"""In-process ledger: fast, bounded, forgotten on restart."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from amid.dedupe.base import Claim, LeaseLost
+
+
+@dataclass(slots=True)
+class _Record:
+    expires_at: float
+    owner: str | None = None
+    lease_until: float = 0.0
+    done: bool = False
+    delivered: set[str] = field(default_factory=set)
+
+
+class MemoryLedger:
+    """Keeps at most `max_events` events (oldest dropped first) for `ttl` seconds."""
+
+    def __init__(
+        self, ttl: float, max_events: int = 100_000, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._ttl = ttl
+        self._max_events = max_events
+        self._clock = clock
+        self._records: OrderedDict[str, _Record] = OrderedDict()
+
+    def _live(self, event_id: str, now: float) -> _Record | None:
+        record = self._records.get(event_id)
+        if record is not None and record.expires_at <= now:
+            del self._records[event_id]
+            return None
+        return record
+
+    async def claim(self, event_id: str, owner: str, lease: float) -> Claim | None:
+        now = self._clock()
+        record = self._live(event_id, now)
+        if record is None:
+            record = _Record(expires_at=now + self._ttl)
+            self._records[event_id] = record
+            while len(self._records) > self._max_events:
+                self._records.popitem(last=False)
+        if record.done:
+            return Claim(frozenset(record.delivered), done=True)
+        if record.owner not in (None, owner) and record.lease_until > now:
+            return None
+        record.owner, record.lease_until = owner, now + lease
+        return Claim(frozenset(record.delivered))
+
+    def _held(self, event_id: str, owner: str) -> _Record:
+        now = self._clock()
+        record = self._live(event_id, now)
+        if record is None or record.owner != owner or record.lease_until <= now:
+            raise LeaseLost(f"lease on {event_id} is no longer held by {owner}")
+        return record
+
+    async def extend(self, event_id: str, owner: str, lease: float) -> bool:
+        try:
+            record = self._held(event_id, owner)
+        except LeaseLost:
+            return False
+        record.lease_until = self._clock() + lease
+        return True
+
+    async def record_delivery(self, event_id: str, handler: str, owner: str) -> None:
+        self._held(event_id, owner).delivered.add(handler)
+
+    async def complete(self, event_id: str, owner: str) -> None:
+        record = self._held(event_id, owner)
+        record.done, record.owner = True, None
+
+    async def release(self, event_id: str, owner: str) -> None:
+        record = self._records.get(event_id)
+        if record is not None and record.owner == owner:
+            record.owner, record.lease_until = None, 0.0
+
+    async def aclose(self) -> None:
+        return None

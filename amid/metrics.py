@@ -1,0 +1,101 @@
+"""Every series amid exports, on an injected registry (tests read values from it)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from amid import __version__
+
+INVALID_REASONS = ("not_json", "not_object", "no_id", "no_detail", "bad_envelope", "bad_field")
+EVENT_OUTCOMES = ("handled", "duplicate", "ignored", "retry", "deferred")
+STATES = ("available", "failed", "deregistered", "disabled", "other")
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_LAG_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.build_info = Gauge("amid_build_info", "amid's version.", ["version"], registry=r)
+        self.build_info.labels(__version__).set(1)
+        self.messages_received = Counter(
+            "amid_messages_received_total", "SQS messages received.", registry=r
+        )
+        self.messages_deleted = Counter(
+            "amid_messages_deleted_total", "SQS messages deleted after handling.", registry=r
+        )
+        self.messages_invalid = Counter(
+            "amid_messages_invalid_total", "Messages that are not valid events.", ["reason"],
+            registry=r,
+        )
+        self.events = Counter(
+            "amid_events_total", "Events by AMI state and what became of them.",
+            ["state", "outcome"], registry=r,
+        )
+        self.notifications = Counter(
+            "amid_notifications_total",
+            "Per event and handler, after in-process retries: delivered or failed.",
+            ["handler", "outcome"], registry=r,
+        )
+        self.notification_failures = Counter(
+            "amid_notification_failures_total",
+            "Failed notifications by bounded reason (http_500, timeout, exit_1, ...).",
+            ["handler", "reason"], registry=r,
+        )
+        self.handler_attempts = Counter(
+            "amid_handler_attempts_total", "Every single try of a handler.",
+            ["handler", "outcome"], registry=r,
+        )
+        self.handler_duration = Histogram(
+            "amid_handler_duration_seconds", "Duration of one try of a handler.", ["handler"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.template_failures = Counter(
+            "amid_template_failures_total",
+            "Templates that failed at run time; the default message was sent instead.",
+            ["handler"], registry=r,
+        )
+        self.event_lag = Histogram(
+            "amid_event_lag_seconds", "From the event's time to all its handlers done.",
+            buckets=_LAG_BUCKETS, registry=r,
+        )
+        self.inflight = Gauge(
+            "amid_inflight_messages", "Messages being handled now.", registry=r
+        )
+        self.sqs_requests = Counter(
+            "amid_sqs_requests_total", "SQS API calls.", ["operation", "outcome"], registry=r
+        )
+        self.queue_messages = Gauge(
+            "amid_queue_messages", "Approximate queue depth.", ["queue", "kind"], registry=r
+        )
+        self.config_reloads = Counter(
+            "amid_config_reloads_total", "SIGHUP reloads.", ["outcome"], registry=r
+        )
+        self.config_last_reload_successful = Gauge(
+            "amid_config_last_reload_successful", "1 if the last reload succeeded.", registry=r
+        )
+        self.config_last_reload_successful.set(1)
+        self.ledger_errors = Counter(
+            "amid_ledger_errors_total", "Dedupe store operations that failed.", ["operation"],
+            registry=r,
+        )
+        self._prime()
+
+    def _prime(self) -> None:
+        """Create the bounded label sets at zero so dashboards and alerts see them from start."""
+        for reason in INVALID_REASONS:
+            self.messages_invalid.labels(reason)
+        for state in STATES:
+            for outcome in EVENT_OUTCOMES:
+                self.events.labels(state, outcome)
+        for outcome in ("success", "failure"):
+            self.config_reloads.labels(outcome)
+
+    def prime_handler(self, name: str) -> None:
+        for outcome in ("delivered", "failed"):
+            self.notifications.labels(name, outcome)
+        for outcome in ("success", "error", "timeout"):
+            self.handler_attempts.labels(name, outcome)
+        self.handler_duration.labels(name)

@@ -1,0 +1,57 @@
+"""Jinja2 templates in a sandbox, and the context every template sees."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import TemplateSyntaxError, Undefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from amid.events import AmiStateChange
+
+_ENVIRONMENT = ImmutableSandboxedEnvironment(
+    undefined=Undefined,
+    autoescape=False,  # noqa: S701 - output is chat text, JSON or argv, never HTML
+    keep_trailing_newline=False,
+)
+_ENVIRONMENT.filters["tojson"] = lambda value: json.dumps(value, default=str)
+
+
+class TemplateError(ValueError):
+    """A template that does not compile (config time) or fails to render (run time)."""
+
+
+@lru_cache(maxsize=512)
+def compile_template(source: str) -> Any:
+    """Compile once; a syntax error raises TemplateError (a config error at load)."""
+    try:
+        return _ENVIRONMENT.from_string(source)
+    except TemplateSyntaxError as error:
+        raise TemplateError(f"template does not compile: {error.message} (line {error.lineno})") from None
+
+
+def template_context(event: AmiStateChange, image: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "event": event.raw,
+        "detail": event.detail,
+        "image_id": event.image_id,
+        "state": event.state,
+        "error_message": event.error_message,
+        "region": event.region,
+        "account": event.account,
+        "time": event.time,
+        "console_url": event.console_url,
+        "image": image or {},
+    }
+
+
+def render(source: str, context: dict[str, Any]) -> str:
+    """Render a template; any failure (sandbox refusal included) raises TemplateError."""
+    try:
+        return str(compile_template(source).render(context))
+    except TemplateError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any template failure falls back to the default
+        raise TemplateError(f"template failed: {type(error).__name__}: {error}") from None
