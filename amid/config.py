@@ -49,7 +49,9 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, No
 def parse_duration(value: object) -> float:
     """`500ms`, `20s`, `5m`, `2h`, `7d` or a plain number of seconds -> seconds."""
     if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string like 500ms, 20s, 5m, 2h, 7d")
+        raise ValueError(
+            "a duration is a number of seconds or a string like 500ms, 20s, 5m, 2h, 7d"
+        )
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a duration cannot be negative")
@@ -102,8 +104,14 @@ class QueueConfig(_Model):
     @classmethod
     def _url(cls, value: str) -> str:
         parsed = urlparse(value)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc or not parsed.path.strip("/"):
-            raise ValueError(f"{value!r} is not an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)")
+        if (
+            parsed.scheme not in ("http", "https")
+            or not parsed.netloc
+            or not parsed.path.strip("/")
+        ):
+            raise ValueError(
+                f"{value!r} is not an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)"
+            )
         return value
 
     @property
@@ -129,13 +137,13 @@ class EnrichConfig(_Model):
 
 
 class MetricsConfig(_Model):
-    listen: str = "0.0.0.0:9102"  # noqa: S104 - scraped by Prometheus from outside the host
+    listen: str = "0.0.0.0:9102"
     queue_depth_interval: Duration = Field(default=60.0, ge=0)
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
+        _, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"{value!r} is not HOST:PORT")
         return value
@@ -265,7 +273,9 @@ class SlackHandlerConfig(_HandlerBase):
 
 class SnsHandlerConfig(_HandlerBase):
     type: Literal["sns"]
-    topic_arn: str = Field(pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]+(\.fifo)?$")
+    topic_arn: str = Field(
+        pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]+(\.fifo)?$"
+    )
     template: str | None = None
     subject: str | None = None
     endpoint_url: str | None = None
@@ -342,7 +352,9 @@ class Config(_Model):
         seen: set[str] = set()
         for handler in self.handlers:
             if handler.name in seen:
-                raise ValueError(f"handler name {handler.name!r} is used twice; names must be unique")
+                raise ValueError(
+                    f"handler name {handler.name!r} is used twice; names must be unique"
+                )
             seen.add(handler.name)
         if self.dedupe.ttl < self.queue.redelivery.max * 2:
             raise ValueError(
@@ -379,7 +391,7 @@ class _StrictLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
     keys: set[object] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         if key in keys:
             mark = key_node.start_mark
             raise yaml.constructor.ConstructorError(
@@ -391,7 +403,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 
 _StrictLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,  # type: ignore[arg-type]
+    _construct_mapping,
 )
 
 _MAX_ALIASES = 100
@@ -424,7 +436,9 @@ def _interpolate(node: Any, path: str, env: Mapping[str, str], problems: list[st
             for key, value in node.items()
         }
     if isinstance(node, list):
-        return [_interpolate(item, f"{path}[{index}]", env, problems) for index, item in enumerate(node)]
+        return [
+            _interpolate(item, f"{path}[{index}]", env, problems) for index, item in enumerate(node)
+        ]
     return node
 
 
@@ -464,7 +478,9 @@ def _format_errors(error: ValidationError, document: Any) -> list[str]:
 def parse_config(text: str, env: Mapping[str, str] | None = None, source: str = "config") -> Config:
     """Validate config text; raises ConfigError with one `path: problem` line per error."""
     if len(text.encode("utf-8", "replace")) > MAX_CONFIG_BYTES:
-        raise ConfigError([f"{source}: larger than {MAX_CONFIG_BYTES // 1024} KiB; not a config file"])
+        raise ConfigError(
+            [f"{source}: larger than {MAX_CONFIG_BYTES // 1024} KiB; not a config file"]
+        )
     try:
         document = _parse_yaml(text)
     except yaml.YAMLError as error:
@@ -473,7 +489,9 @@ def parse_config(text: str, env: Mapping[str, str] | None = None, source: str = 
     if document is None:
         raise ConfigError([f"{source}: the file is empty"])
     if not isinstance(document, dict):
-        raise ConfigError([f"<root>: expected a mapping of sections, got {type(document).__name__}"])
+        raise ConfigError(
+            [f"<root>: expected a mapping of sections, got {type(document).__name__}"]
+        )
     problems: list[str] = []
     document = _interpolate(document, "", os.environ if env is None else env, problems)
     if problems:

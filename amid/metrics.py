@@ -27,43 +27,55 @@ class Metrics:
             "amid_messages_deleted_total", "SQS messages deleted after handling.", registry=r
         )
         self.messages_invalid = Counter(
-            "amid_messages_invalid_total", "Messages that are not valid events.", ["reason"],
+            "amid_messages_invalid_total",
+            "Messages that are not valid events.",
+            ["reason"],
             registry=r,
         )
         self.events = Counter(
-            "amid_events_total", "Events by AMI state and what became of them.",
-            ["state", "outcome"], registry=r,
+            "amid_events_total",
+            "Events by AMI state and what became of them.",
+            ["state", "outcome"],
+            registry=r,
         )
         self.notifications = Counter(
             "amid_notifications_total",
             "Per event and handler, after in-process retries: delivered or failed.",
-            ["handler", "outcome"], registry=r,
+            ["handler", "outcome"],
+            registry=r,
         )
         self.notification_failures = Counter(
             "amid_notification_failures_total",
             "Failed notifications by bounded reason (http_500, timeout, exit_1, ...).",
-            ["handler", "reason"], registry=r,
+            ["handler", "reason"],
+            registry=r,
         )
         self.handler_attempts = Counter(
-            "amid_handler_attempts_total", "Every single try of a handler.",
-            ["handler", "outcome"], registry=r,
+            "amid_handler_attempts_total",
+            "Every single try of a handler.",
+            ["handler", "outcome"],
+            registry=r,
         )
         self.handler_duration = Histogram(
-            "amid_handler_duration_seconds", "Duration of one try of a handler.", ["handler"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "amid_handler_duration_seconds",
+            "Duration of one try of a handler.",
+            ["handler"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.template_failures = Counter(
             "amid_template_failures_total",
             "Templates that failed at run time; the default message was sent instead.",
-            ["handler"], registry=r,
+            ["handler"],
+            registry=r,
         )
         self.event_lag = Histogram(
-            "amid_event_lag_seconds", "From the event's time to all its handlers done.",
-            buckets=_LAG_BUCKETS, registry=r,
+            "amid_event_lag_seconds",
+            "From the event's time to all its handlers done.",
+            buckets=_LAG_BUCKETS,
+            registry=r,
         )
-        self.inflight = Gauge(
-            "amid_inflight_messages", "Messages being handled now.", registry=r
-        )
+        self.inflight = Gauge("amid_inflight_messages", "Messages being handled now.", registry=r)
         self.sqs_requests = Counter(
             "amid_sqs_requests_total", "SQS API calls.", ["operation", "outcome"], registry=r
         )
@@ -78,7 +90,9 @@ class Metrics:
         )
         self.config_last_reload_successful.set(1)
         self.ledger_errors = Counter(
-            "amid_ledger_errors_total", "Dedupe store operations that failed.", ["operation"],
+            "amid_ledger_errors_total",
+            "Dedupe store operations that failed.",
+            ["operation"],
             registry=r,
         )
         self._prime()

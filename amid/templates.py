@@ -13,7 +13,7 @@ from amid.events import AmiStateChange
 
 _ENVIRONMENT = ImmutableSandboxedEnvironment(
     undefined=Undefined,
-    autoescape=False,  # noqa: S701 - output is chat text, JSON or argv, never HTML
+    autoescape=False,
     keep_trailing_newline=False,
 )
 _ENVIRONMENT.filters["tojson"] = lambda value: json.dumps(value, default=str)
@@ -29,7 +29,9 @@ def compile_template(source: str) -> Any:
     try:
         return _ENVIRONMENT.from_string(source)
     except TemplateSyntaxError as error:
-        raise TemplateError(f"template does not compile: {error.message} (line {error.lineno})") from None
+        raise TemplateError(
+            f"template does not compile: {error.message} (line {error.lineno})"
+        ) from None
 
 
 def template_context(event: AmiStateChange, image: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -1,0 +1,23 @@
+"""The delivery ledger behind one Protocol; one module per backend."""
+
+from __future__ import annotations
+
+from amid.aws import AwsClients
+from amid.config import DedupeConfig
+from amid.dedupe.base import Claim, LeaseLost, Ledger, LedgerUnavailable
+from amid.dedupe.memory import MemoryLedger
+from amid.dedupe.sqlite import SqliteLedger
+
+__all__ = ["Claim", "LeaseLost", "Ledger", "LedgerUnavailable", "open_ledger"]
+
+
+async def open_ledger(config: DedupeConfig, aws: AwsClients, region: str | None) -> Ledger:
+    """Open the configured backend; raises LedgerUnavailable when it cannot be used."""
+    if config.backend == "memory":
+        return MemoryLedger(config.ttl, config.memory_max_events)
+    if config.backend == "sqlite":
+        return await SqliteLedger.open(config.path, config.ttl)
+    from amid.dedupe.dynamodb import DynamoLedger
+
+    client = await aws.client("dynamodb", region=region)
+    return DynamoLedger(client, config.table, config.ttl)

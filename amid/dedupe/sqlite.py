@@ -164,7 +164,8 @@ class SqliteLedger:
             if not self._holds(db, event_id, owner, now):
                 raise LeaseLost(f"lease on {event_id} is no longer held by {owner}")
             db.execute(
-                "INSERT OR REPLACE INTO deliveries (event_id, handler, expires_at) VALUES (?, ?, ?)",
+                "INSERT OR REPLACE INTO deliveries (event_id, handler, expires_at)"
+                " VALUES (?, ?, ?)",
                 (event_id, handler, now + self._ttl),
             )
 

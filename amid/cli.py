@@ -1,0 +1,238 @@
+"""The command line: the only place that touches signals, sys.exit and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from amid import __version__
+from amid.config import Config, ConfigError, default_config_path, load_config
+from amid.logs import configure_logging
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+STATES = ("available", "failed", "deregistered", "disabled")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="amid", description="The AMI event daemon: EC2 AMI state changes from SQS to handlers."
+    )
+    parser.add_argument("--version", action="version", version=f"amid {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument(
+            "-c",
+            "--config",
+            type=Path,
+            default=None,
+            help="config file (default: $AMID_CONFIG, then /etc/amid/amid.yaml)",
+        )
+        return sub
+
+    with_config(commands.add_parser("run", help="run the daemon"))
+    check = with_config(commands.add_parser("check-config", help="validate the config file"))
+    check.add_argument(
+        "--explain",
+        type=Path,
+        metavar="EVENT.json",
+        help="show which handlers this event would reach, and why the others would not",
+    )
+    test = with_config(commands.add_parser("test-event", help="send one synthetic event"))
+    test.add_argument("--state", default="available", help="AMI state (default: available)")
+    test.add_argument("--image-id", default="ami-0123456789abcdef0")
+    test.add_argument("--handler", help="only this handler, whatever its match")
+    test.add_argument("--dry-run", action="store_true", help="print payloads, send nothing")
+    replay = with_config(commands.add_parser("replay", help="handle events from files"))
+    replay.add_argument("--no-dedupe", action="store_true", help="ignore the delivery ledger")
+    replay.add_argument("files", nargs="+", help="JSON, JSON array or JSON lines; - for stdin")
+    demo = commands.add_parser("demo", help="the whole pipeline locally, no AWS account needed")
+    demo.add_argument("--forever", action="store_true", help="keep the demo running")
+    dedupe = commands.add_parser("dedupe", help="dedupe store helpers")
+    dedupe_commands = dedupe.add_subparsers(dest="dedupe_command", required=True)
+    with_config(dedupe_commands.add_parser("create-table", help="create the DynamoDB table"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from amid.demo import run_demo
+
+            return asyncio.run(run_demo(forever=args.forever))
+        config_path: Path = args.config or default_config_path()
+        config = load_config(config_path)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    configure_logging(config.logging.level, config.logging.format)
+    if args.command == "run":
+        return _run(config, config_path)
+    if args.command == "check-config":
+        return _check_config(config, config_path, args.explain)
+    if args.command == "test-event":
+        return asyncio.run(_test_event(config, args))
+    if args.command == "replay":
+        bodies = _read_bodies(args.files)
+        return (
+            EXIT_USAGE if bodies is None else asyncio.run(_replay(config, bodies, args.no_dedupe))
+        )
+    if args.command == "dedupe":
+        return asyncio.run(_create_table(config))
+    raise AssertionError(args.command)  # pragma: no cover - argparse rejects the rest
+
+
+def _run(config: Config, config_path: Path) -> int:
+    from amid.daemon import Daemon, StartupError
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        stop, reload = asyncio.Event(), asyncio.Event()
+
+        def on_stop(signum: int) -> None:
+            if stop.is_set():
+                os._exit(128 + signum)  # a second signal forces the exit
+            stop.set()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_stop, signum)
+        loop.add_signal_handler(signal.SIGHUP, reload.set)
+        await Daemon(config, stop=stop, reload=reload, config_path=config_path).run()
+
+    try:
+        asyncio.run(serve())
+    except StartupError as error:
+        print(str(error), file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _check_config(config: Config, path: Path, explain: Path | None) -> int:
+    if explain is not None:
+        from amid.explain import explain_routes, format_explanation
+
+        try:
+            event = json.loads(explain.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            print(f"{explain}: cannot read the event: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        results = explain_routes(config, event)
+        print(format_explanation(results))
+        return EXIT_OK
+    print(f"{path}: valid")
+    print(
+        f"  queue: {config.queue.url} ({config.queue.pollers} pollers, "
+        f"{config.queue.max_in_flight} in flight, on_invalid={config.queue.on_invalid})"
+    )
+    dedupe = config.dedupe
+    where = {"sqlite": str(dedupe.path), "dynamodb": dedupe.table, "memory": "in process"}
+    print(f"  dedupe: {dedupe.backend} ({where[dedupe.backend]}), ttl {dedupe.ttl:g}s")
+    print(f"  metrics: {config.metrics.listen}")
+    print(f"  handlers ({len(config.handlers)}):")
+    for handler in config.handlers:
+        match = json.dumps(handler.match) if handler.match else "every AMI event"
+        retry = config.retry_for(handler)
+        print(
+            f"    - {handler.name} ({handler.type}): {match}; timeout "
+            f"{config.timeout_for(handler):g}s, {retry.attempts} attempts"
+        )
+    return EXIT_OK
+
+
+async def _test_event(config: Config, args: argparse.Namespace) -> int:
+    from amid.offline import offline_runtime, synthetic_event, test_event
+
+    if args.handler and args.handler not in {h.name for h in config.handlers}:
+        print(f"--handler: no handler named {args.handler!r}", file=sys.stderr)
+        return EXIT_USAGE
+    event = synthetic_event(
+        state=args.state, image_id=args.image_id, region=config.queue.resolved_region or "us-east-1"
+    )
+    print(f"event {event['id']}: {args.image_id} {args.state}")
+    async with offline_runtime(config) as run:
+        results = list(await test_event(run, event, args.handler, args.dry_run))
+    if not results:
+        print("no handler matches this event")
+        return EXIT_FAILED
+    ok = True
+    for name, result in results:
+        if args.dry_run:
+            rendered = result if isinstance(result, str) else json.dumps(result, indent=2)
+            print(f"--- {name} (dry run)\n{rendered}")
+        elif result.delivered:
+            print(f"✓ {name}: delivered after {result.attempts} attempt(s)")
+        else:
+            ok = False
+            print(f"✗ {name}: failed after {result.attempts} attempt(s): {result.reason}")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _read_bodies(files: Sequence[str]) -> list[str] | None:
+    from amid.offline import bodies_from_text
+
+    bodies: list[str] = []
+    for name in files:
+        try:
+            text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+        except OSError as error:
+            print(f"{name}: {error.strerror}", file=sys.stderr)
+            return None
+        bodies.extend(bodies_from_text(text))
+    return bodies
+
+
+async def _replay(config: Config, bodies: list[str], no_dedupe: bool) -> int:
+    from amid.offline import offline_runtime, replay
+
+    async with offline_runtime(config) as run:
+        outcomes = await replay(run, bodies, use_dedupe=not no_dedupe)
+    ok = True
+    for outcome in outcomes:
+        what = _describe_outcome(outcome)
+        ok = ok and outcome.label in ("handled", "duplicate", "ignored")
+        print(what)
+    print(
+        f"{len(outcomes)} message(s): "
+        + ", ".join(
+            f"{label} {sum(o.label == label for o in outcomes)}"
+            for label in ("handled", "duplicate", "ignored", "retry", "deferred", "invalid")
+            if any(o.label == label for o in outcomes)
+        )
+    )
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _describe_outcome(outcome: Any) -> str:
+    if outcome.event is None:
+        return f"{outcome.label}: {outcome.reason or ''}".rstrip(": ")
+    event = outcome.event
+    line = f"{outcome.label}: {event.id} {event.image_id} {event.state}"
+    failed = [r.handler for r in outcome.results if not r.delivered]
+    delivered = [r.handler for r in outcome.results if r.delivered]
+    if delivered:
+        line += f" -> {', '.join(delivered)}"
+    if failed:
+        line += f"; failed: {', '.join(failed)}"
+    return line
+
+
+async def _create_table(config: Config) -> int:
+    from amid.aws import AwsClients
+    from amid.dedupe.dynamodb import create_table
+
+    async with AwsClients() as aws:
+        client = await aws.client("dynamodb", config.queue.resolved_region)
+        await create_table(client, config.dedupe.table)
+    print(f"table {config.dedupe.table} is ready")
+    return EXIT_OK

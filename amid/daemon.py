@@ -1,0 +1,414 @@
+"""The daemon's lifecycle: start, run, reload, drain. It owns every resource.
+
+Signals never reach this module: the CLI turns them into the `stop` and
+`reload` events passed in, so tests drive shutdown and reload directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+
+from amid.aws import AwsClients
+from amid.config import Config, ConfigError, load_config
+from amid.dedupe import Ledger, LedgerUnavailable, open_ledger
+from amid.handlers import HandlerResources, build_handler
+from amid.health import Health, HealthServer
+from amid.logs import configure_logging, get_logger
+from amid.metrics import Metrics
+from amid.pipeline import Enricher, Pipeline, Runtime
+from amid.routing import Router
+from amid.sdnotify import SystemdNotifier, watchdog_interval
+from amid.source import Heartbeat, Message, SqsSource, SqsUnavailable
+
+
+class StartupError(Exception):
+    """The daemon cannot start with this config (an unusable dedupe path, ...): exit 2."""
+
+
+class _Capacity:
+    """At most `size` messages in flight; pollers take slots before they receive."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._changed = asyncio.Condition()
+
+    async def take(self, most: int) -> int:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._free > 0)
+            taken = min(most, self._free)
+            self._free -= taken
+            return taken
+
+    async def give(self, count: int) -> None:
+        async with self._changed:
+            self._free += count
+            self._changed.notify_all()
+
+
+class _Runtimes:
+    """The current runtime, and the retired ones kept until their in-flight work ends."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.current = runtime
+        self._users: dict[int, int] = {}
+        self._retired: dict[int, Runtime] = {}
+
+    @contextlib.asynccontextmanager
+    async def use(self) -> AsyncIterator[Runtime]:
+        runtime = self.current
+        key = id(runtime)
+        self._users[key] = self._users.get(key, 0) + 1
+        try:
+            yield runtime
+        finally:
+            self._users[key] -= 1
+            if self._users[key] == 0:
+                del self._users[key]
+                if key in self._retired:
+                    await _close_handlers(self._retired.pop(key))
+
+    async def swap(self, runtime: Runtime) -> None:
+        old, self.current = self.current, runtime
+        if id(old) in self._users:
+            self._retired[id(old)] = old
+        else:
+            await _close_handlers(old)
+
+    async def aclose(self) -> None:
+        for runtime in [self.current, *self._retired.values()]:
+            await _close_handlers(runtime)
+        self._retired.clear()
+
+
+async def _close_handlers(runtime: Runtime) -> None:
+    for handler in runtime.handlers.values():
+        with contextlib.suppress(Exception):
+            await handler.aclose()
+
+
+def _owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        stop: asyncio.Event,
+        reload: asyncio.Event | None = None,
+        config_path: Path | None = None,
+        metrics: Metrics | None = None,
+        notifier: SystemdNotifier | None = None,
+    ) -> None:
+        self.config = config
+        self._stop = stop
+        self._reload = reload or asyncio.Event()
+        self._config_path = config_path
+        self.metrics = metrics or Metrics()
+        self._notifier = notifier or SystemdNotifier()
+        self.health = Health(config.queue.wait_time)
+        self.owner = _owner_id()
+        self._log = get_logger()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.metrics_port: int | None = None
+        self.started = asyncio.Event()
+        self._ready_sent = False
+
+    async def run(self) -> None:
+        config = self.config
+        async with contextlib.AsyncExitStack() as stack:
+            aws = await stack.enter_async_context(AwsClients())
+            region = config.queue.resolved_region
+            sqs = await aws.client(
+                "sqs", region, config.queue.endpoint_url, read_timeout=config.queue.wait_time + 15
+            )
+            ledger = await self._open_ledger(aws, region)
+            stack.push_async_callback(ledger.aclose)
+            http = await stack.enter_async_context(aiohttp.ClientSession())
+            resources = HandlerResources(http=http, aws=aws, metrics=self.metrics)
+            runtimes = _Runtimes(self._build_runtime(config, resources))
+            stack.push_async_callback(runtimes.aclose)
+            source = await stack.enter_async_context(SqsSource(sqs, config.queue, self.metrics))
+            server = await stack.enter_async_context(
+                HealthServer(self.health, self.metrics, config.metrics.host, config.metrics.port)
+            )
+            self.metrics_port = server.port
+            pipeline = Pipeline(
+                ledger=ledger,
+                metrics=self.metrics,
+                owner=self.owner,
+                lease=config.queue.visibility_timeout,
+                enricher=await self._enricher(config, aws),
+            )
+            await self._serve(config, source, ledger, pipeline, runtimes, resources)
+
+    async def _open_ledger(self, aws: AwsClients, region: str | None) -> Ledger:
+        try:
+            return await open_ledger(self.config.dedupe, aws, region)
+        except LedgerUnavailable as error:
+            raise StartupError(
+                f"dedupe: cannot open the {self.config.dedupe.backend} store: {error}"
+            ) from None
+
+    async def _enricher(self, config: Config, aws: AwsClients) -> Enricher | None:
+        if not config.enrich.describe_images:
+            return None
+        from amid.enrich import ImageEnricher
+
+        return ImageEnricher(aws, ttl=config.enrich.cache_ttl)
+
+    def _build_runtime(self, config: Config, resources: HandlerResources) -> Runtime:
+        handlers = {h.name: build_handler(h, config, resources) for h in config.handlers}
+        for name in handlers:
+            self.metrics.prime_handler(name)
+        return Runtime(config=config, router=Router(config.handlers), handlers=handlers)
+
+    async def _serve(
+        self,
+        config: Config,
+        source: SqsSource,
+        ledger: Ledger,
+        pipeline: Pipeline,
+        runtimes: _Runtimes,
+        resources: HandlerResources,
+    ) -> None:
+        queue = config.queue
+        capacity = _Capacity(queue.max_in_flight)
+
+        async def extend_lease(event_id: str) -> None:
+            with contextlib.suppress(LedgerUnavailable):
+                await ledger.extend(event_id, self.owner, queue.visibility_timeout)
+
+        heartbeat = Heartbeat(source, queue.visibility_timeout, extend_lease)
+        background = [
+            asyncio.create_task(heartbeat.run(), name="amid-heartbeat"),
+            asyncio.create_task(self._watch_reload(runtimes, resources), name="amid-reload"),
+            asyncio.create_task(self._watch_queue(source), name="amid-queue-depth"),
+            asyncio.create_task(self._watchdog(), name="amid-watchdog"),
+        ]
+        pollers = [
+            asyncio.create_task(
+                self._poll(source, pipeline, runtimes, heartbeat, capacity), name=f"amid-poller-{i}"
+            )
+            for i in range(queue.pollers)
+        ]
+        self.health.pollers_alive = lambda: all(not p.done() for p in pollers)
+        self._log.info(
+            "amid started",
+            queue=queue.url,
+            pollers=queue.pollers,
+            max_in_flight=queue.max_in_flight,
+            dedupe=config.dedupe.backend,
+            handlers=[h.name for h in config.handlers],
+            metrics_port=self.metrics_port,
+        )
+        self.started.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await self._drain(pollers, background, source)
+
+    async def _drain(
+        self,
+        pollers: list[asyncio.Task[None]],
+        background: list[asyncio.Task[None]],
+        source: SqsSource,
+    ) -> None:
+        self.health.draining = True
+        self._notifier.stopping()
+        for task in pollers:
+            task.cancel()
+        await asyncio.gather(*pollers, return_exceptions=True)
+        in_flight = set(self._tasks)
+        self._log.info("draining", in_flight=len(in_flight), timeout=self.config.shutdown_timeout)
+        finished: set[asyncio.Task[None]] = set()
+        unfinished: set[asyncio.Task[None]] = set()
+        if in_flight:
+            finished, unfinished = await asyncio.wait(
+                in_flight, timeout=self.config.shutdown_timeout
+            )
+        for task in unfinished:
+            task.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        self._log.info("amid stopped", finished=len(finished), returned_to_queue=len(unfinished))
+
+    async def _poll(
+        self,
+        source: SqsSource,
+        pipeline: Pipeline,
+        runtimes: _Runtimes,
+        heartbeat: Heartbeat,
+        capacity: _Capacity,
+    ) -> None:
+        queue = self.config.queue
+        failures = 0
+        while True:
+            slots = await capacity.take(queue.max_messages)
+            try:
+                messages = await source.receive(slots)
+            except SqsUnavailable as error:
+                await capacity.give(slots)
+                failures += 1
+                delay = _receive_backoff(failures)
+                self._log.warning(
+                    "receive failed; backing off", error=str(error), delay=round(delay, 1)
+                )
+                await asyncio.sleep(delay)
+                continue
+            except BaseException:
+                await capacity.give(slots)
+                raise
+            failures = 0
+            self.health.received()
+            if not self._ready_sent:
+                self._ready_sent = True
+                self._notifier.ready()
+            if len(messages) < slots:
+                await capacity.give(slots - len(messages))
+            for message in messages:
+                heartbeat.track(message)
+                task = asyncio.create_task(
+                    self._handle(message, source, pipeline, runtimes, heartbeat, capacity)
+                )
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _handle(
+        self,
+        message: Message,
+        source: SqsSource,
+        pipeline: Pipeline,
+        runtimes: _Runtimes,
+        heartbeat: Heartbeat,
+        capacity: _Capacity,
+    ) -> None:
+        self.metrics.inflight.inc()
+
+        def claimed(event_id: str) -> None:
+            message.event_id = event_id
+
+        try:
+            async with runtimes.use() as runtime:
+                outcome = await pipeline.process(
+                    message.body, runtime, receive_count=message.receive_count, on_claimed=claimed
+                )
+            heartbeat.untrack(message)
+            if outcome.delete:
+                await source.delete(message)
+            else:
+                await source.change_visibility(message, outcome.delay)
+        except asyncio.CancelledError:
+            # Shutdown ran out of time: the message goes back to the queue at once.
+            heartbeat.untrack(message)
+            await asyncio.shield(source.change_visibility(message, 0))
+            raise
+        except Exception:  # noqa: BLE001 - a bug in one message must not stop the daemon
+            heartbeat.untrack(message)
+            self._log.exception(
+                "unexpected error handling a message; left for redelivery",
+                message_id=message.message_id,
+            )
+        finally:
+            self.metrics.inflight.dec()
+            await asyncio.shield(capacity.give(1))
+
+    async def _watch_reload(self, runtimes: _Runtimes, resources: HandlerResources) -> None:
+        while True:
+            await self._reload.wait()
+            self._reload.clear()
+            await self.reload(runtimes, resources)
+
+    async def reload(self, runtimes: _Runtimes, resources: HandlerResources) -> bool:
+        """Build the new runtime completely, then swap; a bad file changes nothing."""
+        if self._config_path is None:
+            return False
+        try:
+            new = await asyncio.to_thread(load_config, self._config_path)
+            runtime = self._build_runtime(new, resources)
+        except ConfigError as error:
+            self.metrics.config_reloads.labels("failure").inc()
+            self.metrics.config_last_reload_successful.set(0)
+            self._log.error(
+                "config reload refused; the running config stays", problems=error.problems
+            )
+            return False
+        except Exception as error:  # noqa: BLE001 - a reload must never stop the daemon
+            self.metrics.config_reloads.labels("failure").inc()
+            self.metrics.config_last_reload_successful.set(0)
+            self._log.exception("config reload failed; the running config stays", error=str(error))
+            return False
+        old_restart, new_restart = self.config.restart_sections(), new.restart_sections()
+        changed = sorted(key for key in old_restart if old_restart[key] != new_restart[key])
+        if changed:
+            self._log.warning(
+                "config sections changed that need a restart to apply", sections=changed
+            )
+        configure_logging(new.logging.level, new.logging.format)
+        await runtimes.swap(runtime)
+        self.config = _keep_restart_sections(new, self.config)
+        self.metrics.config_reloads.labels("success").inc()
+        self.metrics.config_last_reload_successful.set(1)
+        self._log.info("config reloaded", handlers=[h.name for h in new.handlers])
+        return True
+
+    async def _watch_queue(self, source: SqsSource) -> None:
+        try:
+            attributes = await source.attributes()
+        except SqsUnavailable as error:
+            self._log.warning("cannot read queue attributes", error=str(error))
+            attributes = {}
+        if attributes and "RedrivePolicy" not in attributes:
+            self._log.warning(
+                "the queue has no redrive policy: a message that always fails will cycle forever; "
+                "add a dead-letter queue"
+            )
+        dlq_url = await source.dead_letter_queue_url(attributes) if attributes else None
+        interval = self.config.metrics.queue_depth_interval
+        if interval <= 0:
+            return
+        queues = {"main": None, "dead_letter": dlq_url} if dlq_url else {"main": None}
+        while True:
+            for name, url in queues.items():
+                with contextlib.suppress(SqsUnavailable):
+                    attrs = await source.attributes(url)
+                    gauge = self.metrics.queue_messages
+                    gauge.labels(name, "visible").set(
+                        int(attrs.get("ApproximateNumberOfMessages", 0))
+                    )
+                    gauge.labels(name, "in_flight").set(
+                        int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0))
+                    )
+            await asyncio.sleep(interval)
+
+    async def _watchdog(self) -> None:
+        interval = watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            # Pinged from the event loop itself: a stuck loop stops the pings, systemd restarts.
+            if self.health.live:
+                self._notifier.watchdog()
+            await asyncio.sleep(interval)
+
+
+def _keep_restart_sections(new: Config, running: Config) -> Config:
+    """The running daemon keeps its queue, dedupe and metrics until restarted."""
+    return new.model_copy(update=running.restart_sections())
+
+
+def _receive_backoff(failures: int) -> float:
+    base = min(30.0, 2.0 ** min(failures - 1, 5))
+    return base / 2 + random.uniform(0, base / 2)  # noqa: S311 - jitter, not crypto

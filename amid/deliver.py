@@ -1,0 +1,130 @@
+"""One notification to one handler: per-try timeout, retries for retryable errors, metrics, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from amid.config import RetryConfig
+from amid.handlers.base import Handler, HandlerError, Notification
+from amid.logs import get_logger
+from amid.metrics import Metrics
+
+# A destination asking us to wait longer than this is better served by SQS redelivery.
+MAX_IN_PROCESS_RETRY_AFTER = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    handler: str
+    delivered: bool
+    attempts: int
+    reason: str | None = None  # bounded label of the last failure
+    retryable: bool = True
+
+
+def _retry_worthwhile(error: BaseException) -> bool:
+    return (
+        isinstance(error, HandlerError)
+        and error.retryable
+        and (error.retry_after is None or error.retry_after <= MAX_IN_PROCESS_RETRY_AFTER)
+    )
+
+
+class _BackoffHonouringRetryAfter:
+    """Exponential backoff with jitter, never shorter than the destination's Retry-After."""
+
+    def __init__(self, retry: RetryConfig) -> None:
+        self._backoff = wait_exponential_jitter(
+            initial=retry.initial_backoff, max=retry.max_backoff, jitter=retry.initial_backoff
+        )
+        self._max = retry.max_backoff
+
+    def __call__(self, state: RetryCallState) -> float:
+        delay = min(float(self._backoff(state)), self._max)
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, HandlerError) and error.retry_after is not None:
+            delay = max(delay, error.retry_after)
+        return delay
+
+
+async def deliver(
+    handler: Handler,
+    notification: Notification,
+    *,
+    timeout: float,
+    retry: RetryConfig,
+    metrics: Metrics,
+    log: Any = None,
+) -> DeliveryResult:
+    """Send with retries; total: returns a result, never raises (cancellation aside)."""
+    log = (log or get_logger()).bind(handler=handler.name)
+    attempts = 0
+
+    async def one_try() -> None:
+        nonlocal attempts
+        attempts += 1
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            async with asyncio.timeout(timeout):
+                await handler.send(
+                    Notification(notification.event, notification.image, attempt=attempts)
+                )
+            outcome = "success"
+        except TimeoutError:
+            outcome = "timeout"
+            raise HandlerError(
+                f"no answer within {timeout:g}s", retryable=True, reason="timeout"
+            ) from None
+        except HandlerError as error:
+            log.warning(
+                "handler attempt failed",
+                attempt=attempts,
+                reason=error.reason,
+                retryable=error.retryable,
+                error=str(error),
+            )
+            raise
+        except Exception as error:
+            log.exception("handler raised unexpectedly", attempt=attempts)
+            raise HandlerError(
+                f"unexpected {type(error).__name__}", retryable=True, reason="unexpected"
+            ) from error
+        finally:
+            metrics.handler_attempts.labels(handler.name, outcome).inc()
+            metrics.handler_duration.labels(handler.name).observe(time.perf_counter() - started)
+
+    try:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(retry.attempts),
+            wait=_BackoffHonouringRetryAfter(retry),
+            retry=retry_if_exception(_retry_worthwhile),
+            reraise=True,
+        ):
+            with attempt:
+                await one_try()
+    except HandlerError as error:
+        metrics.notifications.labels(handler.name, "failed").inc()
+        metrics.notification_failures.labels(handler.name, error.reason).inc()
+        log.error(
+            "notification failed",
+            attempt=attempts,
+            reason=error.reason,
+            retryable=error.retryable,
+            error=str(error),
+        )
+        return DeliveryResult(handler.name, False, attempts, error.reason, error.retryable)
+    metrics.notifications.labels(handler.name, "delivered").inc()
+    log.info("notification delivered", attempt=attempts)
+    return DeliveryResult(handler.name, True, attempts)

@@ -1,0 +1,198 @@
+"""`amid demo`: the whole pipeline on this machine, no AWS account needed.
+
+An embedded moto server on 127.0.0.1 plays SQS. The demo creates a queue with
+a dead-letter queue, sends real-shaped events for all four states plus a
+duplicate and an invalid message, runs the real daemon with a console handler
+and prints what became of each message and the final metric values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from amid.config import parse_config
+from amid.logs import configure_logging
+from amid.offline import synthetic_event
+
+_REGION = "us-east-1"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _demo_events() -> list[tuple[str, str]]:
+    """(label, body) pairs: four states, one duplicate copy, one invalid message."""
+    available = synthetic_event("available", "ami-0a1b2c3d4e5f60001", _REGION)
+    failed = synthetic_event(
+        "failed",
+        "ami-0a1b2c3d4e5f60002",
+        _REGION,
+        error_message="Client.InternalError: snapshot creation failed",
+    )
+    deregistered = synthetic_event("deregistered", "ami-0a1b2c3d4e5f60003", _REGION)
+    disabled = synthetic_event("disabled", "ami-0a1b2c3d4e5f60004", _REGION)
+    return [
+        ("available", json.dumps(available)),
+        ("failed", json.dumps(failed)),
+        ("deregistered", json.dumps(deregistered)),
+        ("disabled", json.dumps(disabled)),
+        ("duplicate of the 'available' event (same id)", json.dumps(available)),
+        ("invalid (not JSON)", "this is not an EventBridge event"),
+    ]
+
+
+async def run_demo(forever: bool = False) -> int:
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        print("amid demo needs moto's server: pip install 'amid[demo]'")
+        return 2
+    from aiobotocore.session import get_session
+
+    from amid.daemon import Daemon
+
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "demo",
+        "AWS_SECRET_ACCESS_KEY": "demo",
+        "AWS_DEFAULT_REGION": _REGION,
+    }.items():
+        os.environ.setdefault(key, value)
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    print(f"▶ local SQS-compatible server (moto) on {endpoint}")
+    try:
+        async with get_session().create_client(
+            "sqs", region_name=_REGION, endpoint_url=endpoint
+        ) as sqs:
+            dlq = await sqs.create_queue(QueueName="amid-demo-dlq")
+            dlq_arn = (
+                await sqs.get_queue_attributes(
+                    QueueUrl=dlq["QueueUrl"], AttributeNames=["QueueArn"]
+                )
+            )["Attributes"]["QueueArn"]
+            queue = await sqs.create_queue(
+                QueueName="amid-demo",
+                Attributes={
+                    "RedrivePolicy": json.dumps(
+                        {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}
+                    )
+                },
+            )
+            print("▶ queue amid-demo with dead-letter queue amid-demo-dlq (maxReceiveCount 2)")
+            for label, body in _demo_events():
+                await sqs.send_message(QueueUrl=queue["QueueUrl"], MessageBody=body)
+                print(f"  sent: {label}")
+
+            with tempfile.TemporaryDirectory(prefix="amid-demo-") as state_dir:
+                config = _demo_config(queue["QueueUrl"], endpoint, Path(state_dir))
+                configure_logging("error", "console")
+                stop = asyncio.Event()
+                daemon = Daemon(config, stop=stop)
+                print("▶ amid running (console handler below)\n")
+                runner = asyncio.create_task(daemon.run())
+                if forever:
+                    print(
+                        f"  metrics on http://127.0.0.1:{config.metrics.port}/metrics; Ctrl-C stops"
+                    )
+                    with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
+                        await runner
+                    return 0
+                await _until_settled(sqs, queue["QueueUrl"], dlq["QueueUrl"], timeout=60)
+                stop.set()
+                await runner
+                dead = await _count(sqs, dlq["QueueUrl"])
+            print()
+            _report(daemon.metrics.registry, dead)
+    finally:
+        server.stop()
+    return 0
+
+
+def _demo_config(queue_url: str, endpoint: str, state_dir: Path) -> Any:
+    text = f"""
+queue:
+  url: {queue_url}
+  region: {_REGION}
+  endpoint_url: {endpoint}
+  wait_time: 1s
+  visibility_timeout: 30s
+  redelivery: {{initial: 0s, max: 1s}}
+  on_invalid: keep
+shutdown_timeout: 5s
+dedupe:
+  backend: sqlite
+  path: {state_dir / "dedupe.sqlite3"}
+metrics:
+  listen: 127.0.0.1:{_free_port()}
+  queue_depth_interval: 0
+logging: {{level: error, format: console}}
+handlers:
+  - name: console
+    type: console
+"""
+    return parse_config(text, env={})
+
+
+async def _count(sqs: Any, url: str) -> int:
+    attributes = (
+        await sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+async def _until_settled(sqs: Any, queue_url: str, dlq_url: str, timeout: float) -> None:
+    """Until the main queue is empty and the invalid message has reached the dead-letter queue."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await _count(sqs, queue_url) == 0 and await _count(sqs, dlq_url) >= 1:
+            return
+        await asyncio.sleep(0.5)
+    print(f"  (demo stopped after {timeout:g}s without settling)")
+
+
+def _report(registry: Any, dead_letters: int) -> None:
+    def value(name: str, **labels: str) -> int:
+        return int(registry.get_sample_value(name, labels) or 0)
+
+    print("▶ what happened")
+    for state in ("available", "failed", "deregistered", "disabled"):
+        handled = value("amid_events_total", state=state, outcome="handled")
+        duplicate = value("amid_events_total", state=state, outcome="duplicate")
+        extra = f", {duplicate} duplicate copy dropped" if duplicate else ""
+        print(f"  {state:<13} delivered {handled}x{extra}")
+    print(
+        f"  invalid       counted {value('amid_messages_invalid_total', reason='not_json')}x "
+        f"(reason not_json), kept for the redrive policy: {dead_letters} in the dead-letter queue"
+    )
+    print("\n▶ final metrics (non-zero amid_* samples)")
+    for metric in registry.collect():
+        for sample in metric.samples:
+            if (
+                sample.name.startswith("amid_")
+                and sample.value
+                and not sample.name.endswith(("_bucket", "_created"))
+            ):
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                print(f"  {sample.name}{{{labels}}} {sample.value:g}")

@@ -1,0 +1,56 @@
+"""`console`: one line per event on stdout. The demo's handler, and a safe first try."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from amid.config import Config, ConsoleHandlerConfig
+from amid.handlers.base import Notification
+from amid.metrics import Metrics
+from amid.templates import TemplateError, render, template_context
+
+_MARK = {"available": "✅", "failed": "❌", "deregistered": "🗑️", "disabled": "⏸️"}
+
+
+def default_line(notification: Notification) -> str:
+    event = notification.event
+    line = f"{_MARK.get(event.state, '•')} {event.image_id} is {event.state} in {event.region}"
+    if event.error_message:
+        line += f": {event.error_message}"
+    return f"{line} (account {event.account}, event {event.id})"
+
+
+class ConsoleHandler:
+    def __init__(
+        self, config: ConsoleHandlerConfig, metrics: Metrics, stream: TextIO | None = None
+    ) -> None:
+        self.name = config.name
+        self._template = config.template
+        self._metrics = metrics
+        self._stream = stream
+
+    @classmethod
+    def from_config(
+        cls, handler: ConsoleHandlerConfig, config: Config, resources: Any
+    ) -> ConsoleHandler:
+        return cls(handler, resources.metrics)
+
+    def render(self, notification: Notification) -> str:
+        if self._template is None:
+            return default_line(notification)
+        try:
+            return render(
+                self._template, template_context(notification.event, dict(notification.image))
+            )
+        except TemplateError:
+            self._metrics.template_failures.labels(self.name).inc()
+            return default_line(notification)
+
+    async def send(self, notification: Notification) -> None:
+        stream = self._stream or sys.stdout
+        stream.write(f"[{self.name}] {self.render(notification)}\n")
+        stream.flush()
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,169 @@
+"""Events handled outside the daemon: `amid test-event` and `amid replay`.
+
+Both run the very same pipeline and handlers as `amid run`, without SQS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from amid.aws import AwsClients
+from amid.config import Config
+from amid.dedupe import Ledger, open_ledger
+from amid.dedupe.memory import MemoryLedger
+from amid.deliver import DeliveryResult, deliver
+from amid.events import DETAIL_TYPE, SOURCE
+from amid.handlers import Handler, HandlerResources, build_handler
+from amid.handlers.base import Notification
+from amid.metrics import Metrics
+from amid.pipeline import Outcome, Pipeline, Runtime
+from amid.routing import Router
+
+
+def synthetic_event(
+    state: str = "available",
+    image_id: str = "ami-0123456789abcdef0",
+    region: str = "us-east-1",
+    account: str = "123456789012",
+    error_message: str | None = None,
+) -> dict[str, Any]:
+    """A real-shaped `EC2 AMI State Change` event with a unique id and the current time."""
+    if error_message is None:
+        error_message = "Test failure from amid test-event" if state == "failed" else ""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": DETAIL_TYPE,
+        "source": SOURCE,
+        "account": account,
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region,
+        "resources": [f"arn:aws:ec2:{region}::image/{image_id}"],
+        "detail": {
+            "RequestId": str(uuid.uuid4()),
+            "ImageId": image_id,
+            "State": state,
+            "ErrorMessage": error_message,
+        },
+    }
+
+
+def bodies_from_text(text: str) -> Iterator[str]:
+    """Message bodies from one JSON document, an array, JSON lines, or `aws sqs receive-message`
+    output. An unparsable line is passed on as it is, so it is counted as invalid, not lost."""
+    stripped = text.strip()
+    if not stripped:
+        return
+    try:
+        document = json.loads(stripped)
+    except ValueError:
+        for line in stripped.splitlines():
+            if line.strip():
+                yield from _bodies_from_line(line)
+        return
+    yield from _bodies_from_document(document)
+
+
+def _bodies_from_line(line: str) -> Iterator[str]:
+    try:
+        document = json.loads(line)
+    except ValueError:
+        yield line
+        return
+    yield from _bodies_from_document(document)
+
+
+def _bodies_from_document(document: Any) -> Iterator[str]:
+    if isinstance(document, list):
+        for item in document:
+            yield from _bodies_from_document(item)
+    elif isinstance(document, dict) and isinstance(document.get("Messages"), list):
+        yield from _bodies_from_document(document["Messages"])
+    elif isinstance(document, dict) and isinstance(document.get("Body"), str):
+        yield document["Body"]
+    else:
+        yield json.dumps(document)
+
+
+@dataclass
+class OfflineRun:
+    config: Config
+    runtime: Runtime
+    resources: HandlerResources
+
+
+@contextlib.asynccontextmanager
+async def offline_runtime(
+    config: Config, metrics: Metrics | None = None
+) -> AsyncIterator[OfflineRun]:
+    metrics = metrics or Metrics()
+    async with AwsClients() as aws, aiohttp.ClientSession() as http:
+        resources = HandlerResources(http=http, aws=aws, metrics=metrics)
+        handlers: dict[str, Handler] = {
+            h.name: build_handler(h, config, resources) for h in config.handlers
+        }
+        try:
+            yield OfflineRun(config, Runtime(config, Router(config.handlers), handlers), resources)
+        finally:
+            for handler in handlers.values():
+                await handler.aclose()
+
+
+async def test_event(
+    run: OfflineRun, event: dict[str, Any], only: str | None, dry_run: bool
+) -> Iterable[tuple[str, DeliveryResult | Any]]:
+    """Route one synthetic event; deliver it (or render it, with dry_run) to each handler."""
+    from amid.decode import decode
+
+    decoded = decode(json.dumps(event))
+    assert not isinstance(decoded, str)  # noqa: S101
+    if only is not None:
+        names: tuple[str, ...] = (only,)
+    else:
+        names = run.runtime.router.route(decoded)  # type: ignore[arg-type]
+    results: list[tuple[str, DeliveryResult | Any]] = []
+    for name in names:
+        handler = run.runtime.handlers[name]
+        notification = Notification(decoded, {})  # type: ignore[arg-type]
+        if dry_run:
+            results.append((name, handler.render(notification)))
+            continue
+        handler_config = next(h for h in run.config.handlers if h.name == name)
+        result = await deliver(
+            handler,
+            notification,
+            timeout=run.config.timeout_for(handler_config),
+            retry=run.config.retry_for(handler_config),
+            metrics=run.resources.metrics,
+        )
+        results.append((name, result))
+    return results
+
+
+async def replay(run: OfflineRun, bodies: Iterable[str], *, use_dedupe: bool) -> list[Outcome]:
+    """Handle message bodies (drained from a dead-letter queue, say) through the pipeline."""
+    ledger: Ledger
+    if use_dedupe:
+        ledger = await open_ledger(
+            run.config.dedupe, run.resources.aws, run.config.queue.resolved_region
+        )
+    else:
+        ledger = MemoryLedger(run.config.dedupe.ttl)
+    pipeline = Pipeline(
+        ledger=ledger,
+        metrics=run.resources.metrics,
+        owner=f"replay:{uuid.uuid4().hex[:8]}",
+        lease=run.config.queue.visibility_timeout,
+    )
+    try:
+        return [await pipeline.process(body, run.runtime) for body in bodies]
+    finally:
+        await ledger.aclose()

@@ -1,0 +1,252 @@
+"""process(message) -> outcome: decode, dedupe, route, deliver, in that order.
+
+The stage is total: whatever the message holds and whatever the handlers or
+the ledger do, `process` returns an `Outcome` that says whether to delete the
+message or leave it for redelivery. Only cancellation (shutdown) propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from amid.config import Config
+from amid.decode import DecodeError, decode
+from amid.dedupe.base import Claim, Ledger, LedgerUnavailable
+from amid.deliver import DeliveryResult, deliver
+from amid.events import AmiStateChange, IgnoredEvent
+from amid.handlers.base import Handler, Notification
+from amid.logs import get_logger
+from amid.metrics import Metrics
+from amid.routing import Router
+
+
+class Enricher(Protocol):
+    async def describe(self, image_id: str, region: str) -> Mapping[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What a SIGHUP replaces as a whole: the config, its router and its handlers."""
+
+    config: Config
+    router: Router
+    handlers: Mapping[str, Handler]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one message. `delete` or leave it invisible for `delay` seconds."""
+
+    label: str  # handled | duplicate | ignored | retry | deferred | invalid
+    delete: bool
+    delay: float = 0.0
+    event: AmiStateChange | None = None
+    reason: str | None = None  # the invalid reason, or why a retry is needed
+    results: tuple[DeliveryResult, ...] = field(default=())
+
+
+class _KeyedLocks:
+    """One lock per event id, alive only while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        lock = lock or asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        metrics: Metrics,
+        owner: str,
+        lease: float,
+        enricher: Enricher | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._ledger = ledger
+        self._metrics = metrics
+        self._owner = owner
+        self._lease = lease
+        self._enricher = enricher
+        self._clock = clock
+        self._locks = _KeyedLocks()
+        self._log = get_logger()
+
+    def redelivery_delay(self, config: Config, receive_count: int) -> float:
+        """initial, doubled per receive, capped at max."""
+        redelivery = config.queue.redelivery
+        return float(min(redelivery.initial * 2 ** max(receive_count - 1, 0), redelivery.max))
+
+    async def process(
+        self,
+        body: str,
+        runtime: Runtime,
+        *,
+        receive_count: int = 1,
+        on_claimed: Callable[[str], None] | None = None,
+    ) -> Outcome:
+        config = runtime.config
+        retry_delay = self.redelivery_delay(config, receive_count)
+        try:
+            decoded = decode(body)
+        except DecodeError as error:
+            self._metrics.messages_invalid.labels(error.reason).inc()
+            self._log.warning("invalid message", reason=error.reason, error=str(error))
+            delete = config.queue.on_invalid == "delete"
+            return Outcome("invalid", delete=delete, delay=retry_delay, reason=error.reason)
+        if isinstance(decoded, IgnoredEvent):
+            self._metrics.events.labels("other", "ignored").inc()
+            self._log.info(
+                "ignored event",
+                event_id=decoded.id,
+                detail_type=decoded.detail_type,
+                source=decoded.source,
+            )
+            return Outcome("ignored", delete=True)
+
+        event = decoded
+        outcome = await self._handle(event, runtime, retry_delay, on_claimed)
+        self._metrics.events.labels(event.state_label, outcome.label).inc()
+        return outcome
+
+    async def _handle(
+        self,
+        event: AmiStateChange,
+        runtime: Runtime,
+        retry_delay: float,
+        on_claimed: Callable[[str], None] | None,
+    ) -> Outcome:
+        log = self._log.bind(**event.log_context())
+        matched = runtime.router.route(event)
+        # A second copy in this process waits here (its visibility kept by the heartbeat).
+        async with self._locks.hold(event.id):
+            try:
+                claim = await self._ledger.claim(event.id, self._owner, self._lease)
+            except LedgerUnavailable as error:
+                return self._ledger_down(log, "claim", error, event, retry_delay)
+            if claim is None:
+                log.info("event held by another consumer; deferred")
+                initial = runtime.config.queue.redelivery.initial
+                return Outcome("deferred", delete=False, delay=initial, event=event)
+            if on_claimed is not None:
+                on_claimed(event.id)
+            try:
+                return await self._deliver_claimed(event, runtime, matched, claim, retry_delay, log)
+            except BaseException:
+                # Cancelled (shutdown): give the event back at once, for any replica.
+                with contextlib.suppress(LedgerUnavailable):
+                    await asyncio.shield(self._ledger.release(event.id, self._owner))
+                raise
+
+    async def _deliver_claimed(
+        self,
+        event: AmiStateChange,
+        runtime: Runtime,
+        matched: tuple[str, ...],
+        claim: Claim,
+        retry_delay: float,
+        log: Any,
+    ) -> Outcome:
+        pending = [name for name in matched if name not in claim.delivered]
+        if claim.done or not pending:
+            if not claim.done:
+                # Every handler had succeeded, but the event was never marked done.
+                with contextlib.suppress(LedgerUnavailable):
+                    await self._complete(event)
+            log.info("duplicate event; no handler called", handlers=list(matched))
+            return Outcome("duplicate", delete=True, event=event)
+
+        image = await self._enrich(event) if self._enricher is not None else {}
+        notification = Notification(event, image)
+        results = await asyncio.gather(
+            *(self._deliver_one(runtime, name, notification, log) for name in pending)
+        )
+        if all(result.delivered for result in results):
+            try:
+                await self._complete(event)
+            except LedgerUnavailable as error:
+                return self._ledger_down(log, "complete", error, event, retry_delay)
+            self._observe_lag(event)
+            log.info("event handled", handlers=list(pending))
+            return Outcome("handled", delete=True, event=event, results=tuple(results))
+
+        with contextlib.suppress(LedgerUnavailable):
+            await self._ledger.release(event.id, self._owner)
+        failed = [result.handler for result in results if not result.delivered]
+        log.warning("event left for redelivery", failed=failed, delay=retry_delay)
+        return Outcome(
+            "retry",
+            delete=False,
+            delay=retry_delay,
+            event=event,
+            reason="handler_failed",
+            results=tuple(results),
+        )
+
+    async def _deliver_one(
+        self, runtime: Runtime, name: str, notification: Notification, log: Any
+    ) -> DeliveryResult:
+        handler_config = next(h for h in runtime.config.handlers if h.name == name)
+        result = await deliver(
+            runtime.handlers[name],
+            notification,
+            timeout=runtime.config.timeout_for(handler_config),
+            retry=runtime.config.retry_for(handler_config),
+            metrics=self._metrics,
+            log=log,
+        )
+        if result.delivered:
+            try:
+                await self._ledger.record_delivery(notification.event.id, name, self._owner)
+            except LedgerUnavailable as error:
+                self._metrics.ledger_errors.labels("record_delivery").inc()
+                log.error(
+                    "delivered, but the ledger could not record it", handler=name, error=str(error)
+                )
+                return DeliveryResult(name, False, result.attempts, "ledger_unavailable")
+        return result
+
+    async def _complete(self, event: AmiStateChange) -> None:
+        await self._ledger.complete(event.id, self._owner)
+
+    async def _enrich(self, event: AmiStateChange) -> Mapping[str, Any]:
+        assert self._enricher is not None  # noqa: S101 - checked by the caller
+        try:
+            return await self._enricher.describe(event.image_id, event.region)
+        except Exception:  # noqa: BLE001 - enrichment never blocks delivery
+            self._log.warning("enrichment failed", image_id=event.image_id, exc_info=True)
+            return {}
+
+    def _observe_lag(self, event: AmiStateChange) -> None:
+        occurred = event.occurred_at
+        if occurred is not None:
+            lag = datetime.fromtimestamp(self._clock(), UTC) - occurred
+            self._metrics.event_lag.observe(max(lag.total_seconds(), 0.0))
+
+    def _ledger_down(
+        self, log: Any, operation: str, error: Exception, event: AmiStateChange, delay: float
+    ) -> Outcome:
+        self._metrics.ledger_errors.labels(operation).inc()
+        log.error("dedupe store unavailable; message left for redelivery", error=str(error))
+        return Outcome("retry", delete=False, delay=delay, event=event, reason="ledger_unavailable")
