@@ -14,6 +14,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -120,6 +121,7 @@ class Daemon:
         self.owner = _owner_id()
         self._log = get_logger()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._receiving: set[asyncio.Task[Any]] = set()
         self.metrics_port: int | None = None
         self.started = asyncio.Event()
         self._ready_sent = False
@@ -224,26 +226,31 @@ class Daemon:
         background: list[asyncio.Task[None]],
         source: SqsSource,
     ) -> None:
+        """Stop receiving, let in-flight work finish within shutdown_timeout, return the rest."""
         self.health.draining = True
         self._notifier.stopping()
+        # A poller waiting for capacity stops now. One inside a long poll is let finish,
+        # within the same bound, and gives back what it got: cut off, SQS might hand it
+        # messages nobody would see again until their visibility timeout.
         for task in pollers:
-            task.cancel()
-        await asyncio.gather(*pollers, return_exceptions=True)
+            if task not in self._receiving:
+                task.cancel()
         in_flight = set(self._tasks)
         self._log.info("draining", in_flight=len(in_flight), timeout=self.config.shutdown_timeout)
-        finished: set[asyncio.Task[None]] = set()
+        waiting = in_flight | set(pollers)
         unfinished: set[asyncio.Task[None]] = set()
-        if in_flight:
-            finished, unfinished = await asyncio.wait(
-                in_flight, timeout=self.config.shutdown_timeout
-            )
+        if waiting:
+            _, unfinished = await asyncio.wait(waiting, timeout=self.config.shutdown_timeout)
         for task in unfinished:
             task.cancel()
-        await asyncio.gather(*unfinished, return_exceptions=True)
+        await asyncio.gather(*waiting, return_exceptions=True)
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        self._log.info("amid stopped", finished=len(finished), returned_to_queue=len(unfinished))
+        returned = len(unfinished & in_flight)
+        self._log.info(
+            "amid stopped", finished=len(in_flight) - returned, returned_to_queue=returned
+        )
 
     async def _poll(
         self,
@@ -255,8 +262,11 @@ class Daemon:
     ) -> None:
         queue = self.config.queue
         failures = 0
-        while True:
+        me = asyncio.current_task()
+        assert me is not None  # noqa: S101 - always run as a task
+        while not self._stop.is_set():
             slots = await capacity.take(queue.max_messages)
+            self._receiving.add(me)
             try:
                 messages = await source.receive(slots)
             except SqsUnavailable as error:
@@ -271,6 +281,12 @@ class Daemon:
             except BaseException:
                 await capacity.give(slots)
                 raise
+            finally:
+                self._receiving.discard(me)
+            if self._stop.is_set():
+                await asyncio.gather(*(source.change_visibility(m, 0) for m in messages))
+                await capacity.give(slots)
+                return
             failures = 0
             self.health.received()
             if not self._ready_sent:

@@ -46,7 +46,7 @@ class _BackoffHonouringRetryAfter:
 
     def __init__(self, retry: RetryConfig) -> None:
         self._backoff = wait_exponential_jitter(
-            initial=retry.initial_backoff, max=retry.max_backoff, jitter=retry.initial_backoff
+            multiplier=retry.initial_backoff, max=retry.max_backoff, jitter=retry.initial_backoff
         )
         self._max = retry.max_backoff
 

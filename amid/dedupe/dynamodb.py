@@ -1,0 +1,428 @@
+"""DynamoDB ledger: one table shared by every replica, on every host.
+
+Table layout (partition key `pk`, sort key `sk`, both strings; on-demand
+capacity; DynamoDB TTL on `expires_at`):
+
+    pk          sk               attributes
+    <event id>  event            owner (S, absent when free), lease_until (N),
+                                 done (BOOL), claims (N), expires_at (N)
+    <event id>  handler#<name>   owner (S, who recorded it), expires_at (N)
+
+`expires_at` is epoch seconds on every item, so DynamoDB's TTL deletes old
+event ids. TTL deletion is lazy (often days late), so every read also ignores
+an item whose `expires_at` has passed. One strongly consistent Query on `pk`
+returns an event and all its handler records.
+
+- `claim` reads the event, then writes its item back conditionally. The
+  condition pins `claims` (bumped by every claim) to the value read: no
+  handler can have been recorded between the read and the write, so the
+  `delivered` set returned is complete. A done event costs one read; a
+  lost race returns None (held by another) or the done claim.
+- `record_delivery` is one TransactWriteItems: a ConditionCheck that the
+  owner still holds a live lease on the event item, and the Put of the
+  handler item. A stale owner cannot record over another's claim.
+- `extend`, `complete` and `release` are conditional updates of the event item.
+
+Leases compare the replicas' own clocks (`clock`): keep them synchronised
+(chrony, the Amazon Time Sync Service) to well within the lease length.
+
+Throttling, server errors and connection errors are retried with exponential
+backoff and full jitter; after the budget, or on any other error (a missing
+table, denied access), the call raises LedgerUnavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from amid.dedupe.base import Claim, LeaseLost, LedgerUnavailable
+from amid.logs import get_logger
+
+EVENT_SK = "event"
+HANDLER_PREFIX = "handler#"
+TTL_ATTRIBUTE = "expires_at"
+_CREATE_TIMEOUT = 300.0
+
+_THROTTLING = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+    }
+)
+# Cancellation reasons of a transaction that a later try can get past.
+_TRANSIENT_REASONS = frozenset(
+    {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+)
+
+_NAMES = {
+    "#owner": "owner",
+    "#lease": "lease_until",
+    "#done": "done",
+    "#claims": "claims",
+    "#exp": TTL_ATTRIBUTE,
+}
+
+
+class _ConditionFailed(Exception):
+    """A conditional write was refused; `item` is the item as it was, when returned."""
+
+    def __init__(self, item: Mapping[str, Any] | None) -> None:
+        super().__init__("condition failed")
+        self.item = item
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _reasons(error: ClientError) -> list[str]:
+    reasons = error.response.get("CancellationReasons") or []
+    return [str(reason.get("Code") or "None") for reason in reasons]
+
+
+def _retryable(error: BaseException) -> bool:
+    if isinstance(error, BotoConnectionError | HTTPClientError):
+        return True
+    if not isinstance(error, ClientError):
+        return False
+    if _code(error) in _THROTTLING:
+        return True
+    if _code(error) == "TransactionCanceledException":
+        reasons = {code for code in _reasons(error) if code != "None"}
+        return bool(reasons) and reasons <= _TRANSIENT_REASONS
+    return False
+
+
+def _n(value: float) -> dict[str, str]:
+    return {"N": f"{value:.6f}"}
+
+
+def _epoch(value: float) -> dict[str, str]:
+    # DynamoDB's TTL wants whole epoch seconds.
+    return {"N": str(math.ceil(value))}
+
+
+def _number(item: Mapping[str, Any], name: str) -> float:
+    attribute = item.get(name)
+    return float(attribute["N"]) if attribute else 0.0
+
+
+def _string(item: Mapping[str, Any], name: str) -> str | None:
+    attribute = item.get(name)
+    return str(attribute["S"]) if attribute else None
+
+
+def _flag(item: Mapping[str, Any], name: str) -> bool:
+    attribute = item.get(name)
+    return bool(attribute["BOOL"]) if attribute else False
+
+
+class DynamoLedger:
+    """The shared ledger for several replicas; `client` is an aiobotocore DynamoDB client.
+
+    The client belongs to the caller (normally `AwsClients`), which closes it.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        table: str,
+        ttl: float,
+        clock: Callable[[], float] = time.time,
+        *,
+        attempts: int = 5,
+        initial_backoff: float = 0.05,
+        max_backoff: float = 2.0,
+    ) -> None:
+        self._client = client
+        self._table = table
+        self._ttl = ttl
+        self._clock = clock
+        self._retrying = AsyncRetrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_random_exponential(multiplier=initial_backoff, max=max_backoff),
+            retry=retry_if_exception(_retryable),
+            reraise=True,
+        )
+        self._closed = False
+
+    def _log_retry(self, operation: str, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        get_logger().warning(
+            "dedupe store busy or unreachable, retrying",
+            table=self._table,
+            operation=operation,
+            attempt=state.attempt_number,
+            error=_code(error) if isinstance(error, ClientError) else repr(error),
+        )
+
+    async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
+        if self._closed:
+            raise LedgerUnavailable("the ledger is closed")
+        method = getattr(self._client, operation)
+
+        # aiobotocore's methods return coroutines but are not coroutine functions,
+        # which tenacity would call without awaiting.
+        async def attempt() -> dict[str, Any]:
+            response: dict[str, Any] = await method(**params)
+            return response
+
+        try:
+            retrying = self._retrying.copy(before_sleep=partial(self._log_retry, operation))
+            result: dict[str, Any] = await retrying(attempt)
+        except ClientError as error:
+            if _code(error) == "ConditionalCheckFailedException":
+                raise _ConditionFailed(error.response.get("Item")) from error
+            if _code(error) == "TransactionCanceledException" and (
+                "ConditionalCheckFailed" in _reasons(error)
+            ):
+                raise _ConditionFailed(None) from error
+            raise LedgerUnavailable(
+                f"dynamodb table {self._table}: {operation}: {_code(error)}"
+            ) from error
+        except BotoCoreError as error:
+            raise LedgerUnavailable(
+                f"dynamodb table {self._table}: {operation}: {error}"
+            ) from error
+        return result
+
+    def _key(self, event_id: str, sk: str = EVENT_SK) -> dict[str, Any]:
+        return {"pk": {"S": event_id}, "sk": {"S": sk}}
+
+    async def _read(self, event_id: str) -> tuple[dict[str, Any] | None, frozenset[str], float]:
+        """The event item (live or not), the live handler records, and the time of the read."""
+        now = self._clock()
+        event: dict[str, Any] | None = None
+        delivered: set[str] = set()
+        params: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": event_id}},
+            "ConsistentRead": True,
+        }
+        while True:
+            page = await self._call("query", **params)
+            for item in page.get("Items", []):
+                sk = _string(item, "sk") or ""
+                if sk == EVENT_SK:
+                    event = item
+                elif sk.startswith(HANDLER_PREFIX) and _number(item, TTL_ATTRIBUTE) > now:
+                    delivered.add(sk.removeprefix(HANDLER_PREFIX))
+            if "LastEvaluatedKey" not in page:
+                return event, frozenset(delivered), now
+            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    async def claim(self, event_id: str, owner: str, lease: float) -> Claim | None:
+        event, delivered, now = await self._read(event_id)
+        if event is not None and _number(event, TTL_ATTRIBUTE) > now:
+            if _flag(event, "done"):
+                return Claim(delivered, done=True)
+            holder = _string(event, "owner")
+            if holder not in (None, owner) and _number(event, "lease_until") > now:
+                return None
+        seen = _number(event, "claims") if event is not None else 0.0
+        write: dict[str, Any] = {
+            "TableName": self._table,
+            "Item": {
+                **self._key(event_id),
+                "owner": {"S": owner},
+                "lease_until": _n(now + lease),
+                "done": {"BOOL": False},
+                "claims": _n(seen + 1),
+                TTL_ATTRIBUTE: _epoch(now + self._ttl),
+            },
+            "ConditionExpression": "attribute_not_exists(pk)",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if event is not None:
+            # Nobody claimed it since the read (so nobody recorded a handler either),
+            # and it is expired, or free, or ours.
+            write["ConditionExpression"] = (
+                "#claims = :seen AND (#exp <= :now"
+                " OR (#done = :false AND (#lease <= :now OR #owner = :me)))"
+            )
+            write["ExpressionAttributeNames"] = _NAMES
+            write["ExpressionAttributeValues"] = {
+                ":seen": _n(seen),
+                ":now": _n(now),
+                ":false": {"BOOL": False},
+                ":me": {"S": owner},
+            }
+        try:
+            await self._call("put_item", **write)
+        except _ConditionFailed as refused:
+            # Another replica got there between the read and the write.
+            item = refused.item
+            if item is not None and _flag(item, "done") and _number(item, TTL_ATTRIBUTE) > now:
+                _, delivered, _ = await self._read(event_id)
+                return Claim(delivered, done=True)
+            return None
+        return Claim(delivered)
+
+    def _held_condition(self, now: float, owner: str) -> tuple[str, dict[str, Any]]:
+        return (
+            "#owner = :me AND #lease > :now AND #exp > :now",
+            {":me": {"S": owner}, ":now": _n(now)},
+        )
+
+    async def extend(self, event_id: str, owner: str, lease: float) -> bool:
+        now = self._clock()
+        condition, values = self._held_condition(now, owner)
+        try:
+            await self._call(
+                "update_item",
+                TableName=self._table,
+                Key=self._key(event_id),
+                UpdateExpression="SET #lease = :until",
+                ConditionExpression=condition,
+                ExpressionAttributeNames={
+                    "#owner": "owner",
+                    "#lease": "lease_until",
+                    "#exp": TTL_ATTRIBUTE,
+                },
+                ExpressionAttributeValues={**values, ":until": _n(now + lease)},
+            )
+        except _ConditionFailed:
+            return False
+        return True
+
+    async def record_delivery(self, event_id: str, handler: str, owner: str) -> None:
+        now = self._clock()
+        condition, values = self._held_condition(now, owner)
+        try:
+            await self._call(
+                "transact_write_items",
+                TransactItems=[
+                    {
+                        "ConditionCheck": {
+                            "TableName": self._table,
+                            "Key": self._key(event_id),
+                            "ConditionExpression": condition,
+                            "ExpressionAttributeNames": {
+                                "#owner": "owner",
+                                "#lease": "lease_until",
+                                "#exp": TTL_ATTRIBUTE,
+                            },
+                            "ExpressionAttributeValues": values,
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": {
+                                **self._key(event_id, HANDLER_PREFIX + handler),
+                                "owner": {"S": owner},
+                                TTL_ATTRIBUTE: _epoch(now + self._ttl),
+                            },
+                        }
+                    },
+                ],
+            )
+        except _ConditionFailed as refused:
+            raise LeaseLost(f"lease on {event_id} is no longer held by {owner}") from refused
+
+    async def complete(self, event_id: str, owner: str) -> None:
+        now = self._clock()
+        condition, values = self._held_condition(now, owner)
+        try:
+            await self._call(
+                "update_item",
+                TableName=self._table,
+                Key=self._key(event_id),
+                UpdateExpression="SET #done = :true, #lease = :zero, #exp = :exp REMOVE #owner",
+                ConditionExpression=condition,
+                ExpressionAttributeNames={
+                    "#owner": "owner",
+                    "#lease": "lease_until",
+                    "#done": "done",
+                    "#exp": TTL_ATTRIBUTE,
+                },
+                ExpressionAttributeValues={
+                    **values,
+                    ":true": {"BOOL": True},
+                    ":zero": _n(0),
+                    ":exp": _epoch(now + self._ttl),
+                },
+            )
+        except _ConditionFailed as refused:
+            raise LeaseLost(f"lease on {event_id} is no longer held by {owner}") from refused
+
+    async def release(self, event_id: str, owner: str) -> None:
+        try:
+            await self._call(
+                "update_item",
+                TableName=self._table,
+                Key=self._key(event_id),
+                UpdateExpression="SET #lease = :zero REMOVE #owner",
+                ConditionExpression="#owner = :me",
+                ExpressionAttributeNames={"#owner": "owner", "#lease": "lease_until"},
+                ExpressionAttributeValues={":me": {"S": owner}, ":zero": _n(0)},
+            )
+        except _ConditionFailed:
+            return
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+
+async def create_table(client: Any, table: str) -> None:
+    """Create the ledger table (pk/sk, on-demand) with TTL on `expires_at`; idempotent.
+
+    For `amid dedupe create-table`, local development and tests; production
+    creates the table with the CloudFormation template. Raises ValueError when
+    a table of that name exists with another key schema.
+    """
+    errors = client.exceptions
+    try:
+        await client.create_table(
+            TableName=table,
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    except errors.ResourceInUseException:
+        pass
+    async with asyncio.timeout(_CREATE_TIMEOUT):
+        while True:
+            description = (await client.describe_table(TableName=table))["Table"]
+            if description["TableStatus"] == "ACTIVE":
+                break
+            await asyncio.sleep(1.0)
+    keys = {(key["AttributeName"], key["KeyType"]) for key in description["KeySchema"]}
+    if keys != {("pk", "HASH"), ("sk", "RANGE")}:
+        raise ValueError(f"table {table} exists with key schema {sorted(keys)}; amid needs pk/sk")
+    ttl = (await client.describe_time_to_live(TableName=table))["TimeToLiveDescription"]
+    if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
+        if ttl.get("AttributeName") != TTL_ATTRIBUTE:
+            raise ValueError(
+                f"table {table} expires items on {ttl.get('AttributeName')}, not {TTL_ATTRIBUTE}"
+            )
+        return
+    await client.update_time_to_live(
+        TableName=table,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+    )
