@@ -21,6 +21,7 @@ import aiohttp
 from amid.aws import AwsClients
 from amid.config import Config, ConfigError, load_config
 from amid.dedupe import Ledger, LedgerUnavailable, open_ledger
+from amid.enrich import ImageEnricher
 from amid.handlers import HandlerResources, build_handler
 from amid.health import Health, HealthServer
 from amid.logs import configure_logging, get_logger
@@ -118,6 +119,7 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self._notifier = notifier or SystemdNotifier()
         self.health = Health(config.queue.wait_time)
+        self.metrics.ready.set_function(lambda: 1.0 if self.health.ready else 0.0)
         self.owner = _owner_id()
         self._log = get_logger()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -150,7 +152,7 @@ class Daemon:
                 metrics=self.metrics,
                 owner=self.owner,
                 lease=config.queue.visibility_timeout,
-                enricher=await self._enricher(config, aws),
+                enricher=self._enricher(config, aws, stack),
             )
             await self._serve(config, source, ledger, pipeline, runtimes, resources)
 
@@ -162,12 +164,14 @@ class Daemon:
                 f"dedupe: cannot open the {self.config.dedupe.backend} store: {error}"
             ) from None
 
-    async def _enricher(self, config: Config, aws: AwsClients) -> Enricher | None:
+    def _enricher(
+        self, config: Config, aws: AwsClients, stack: contextlib.AsyncExitStack
+    ) -> Enricher | None:
         if not config.enrich.describe_images:
             return None
-        from amid.enrich import ImageEnricher
-
-        return ImageEnricher(aws, ttl=config.enrich.cache_ttl)
+        enricher = ImageEnricher.from_config(config, aws)
+        stack.push_async_callback(enricher.aclose)
+        return enricher
 
     def _build_runtime(self, config: Config, resources: HandlerResources) -> Runtime:
         handlers = {h.name: build_handler(h, config, resources) for h in config.handlers}

@@ -82,6 +82,9 @@ class Metrics:
         self.queue_messages = Gauge(
             "amid_queue_messages", "Approximate queue depth.", ["queue", "kind"], registry=r
         )
+        self.ready = Gauge(
+            "amid_ready", "1 while /readyz answers 200: receiving and not draining.", registry=r
+        )
         self.config_reloads = Counter(
             "amid_config_reloads_total", "SIGHUP reloads.", ["outcome"], registry=r
         )
