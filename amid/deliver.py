@@ -74,6 +74,7 @@ async def deliver(
     async def one_try() -> None:
         nonlocal attempts
         attempts += 1
+        await handler.pace()
         started = time.perf_counter()
         outcome = "error"
         try:

@@ -17,10 +17,11 @@ import aiohttp
 
 from amid.aws import AwsClients
 from amid.config import Config
+from amid.decode import decode
 from amid.dedupe import Ledger, open_ledger
 from amid.dedupe.memory import MemoryLedger
 from amid.deliver import DeliveryResult, deliver
-from amid.events import DETAIL_TYPE, SOURCE
+from amid.events import DETAIL_TYPE, SOURCE, AmiStateChange
 from amid.handlers import Handler, HandlerResources, build_handler
 from amid.handlers.base import Notification
 from amid.metrics import Metrics
@@ -121,22 +122,21 @@ async def test_event(
     run: OfflineRun, event: dict[str, Any], only: str | None, dry_run: bool
 ) -> Iterable[tuple[str, DeliveryResult | Any]]:
     """Route one synthetic event; deliver it (or render it, with dry_run) to each handler."""
-    from amid.decode import decode
-
     decoded = decode(json.dumps(event))
-    assert not isinstance(decoded, str)  # noqa: S101
+    if not isinstance(decoded, AmiStateChange):
+        raise ValueError("not an AMI state-change event")
     if only is not None:
         names: tuple[str, ...] = (only,)
     else:
-        names = run.runtime.router.route(decoded)  # type: ignore[arg-type]
+        names = run.runtime.router.route(decoded)
     results: list[tuple[str, DeliveryResult | Any]] = []
     for name in names:
         handler = run.runtime.handlers[name]
-        notification = Notification(decoded, {})  # type: ignore[arg-type]
+        notification = Notification(decoded, {})
         if dry_run:
             results.append((name, handler.render(notification)))
             continue
-        handler_config = next(h for h in run.config.handlers if h.name == name)
+        handler_config = run.runtime.handler_configs[name]
         result = await deliver(
             handler,
             notification,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from amid.config import Config
+from amid.config import Config, HandlerConfig
 from amid.decode import DecodeError, decode
 from amid.dedupe.base import Claim, Ledger, LedgerUnavailable
 from amid.deliver import DeliveryResult, deliver
@@ -37,6 +37,10 @@ class Runtime:
     config: Config
     router: Router
     handlers: Mapping[str, Handler]
+
+    @property
+    def handler_configs(self) -> Mapping[str, HandlerConfig]:
+        return self.router.handler_configs
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,9 +150,10 @@ class Pipeline:
             except LedgerUnavailable as error:
                 return self._ledger_down(log, "claim", error, event, retry_delay)
             if claim is None:
-                log.info("event held by another consumer; deferred")
-                initial = runtime.config.queue.redelivery.initial
-                return Outcome("deferred", delete=False, delay=initial, event=event)
+                # Another consumer holds it: look again once its lease has had time to end,
+                # so a long-running copy elsewhere does not burn this one's receive count.
+                log.info("event held by another consumer; deferred", delay=self._lease)
+                return Outcome("deferred", delete=False, delay=self._lease, event=event)
             if on_claimed is not None:
                 on_claimed(event.id)
             try:
@@ -207,7 +212,7 @@ class Pipeline:
     async def _deliver_one(
         self, runtime: Runtime, name: str, notification: Notification, log: Any
     ) -> DeliveryResult:
-        handler_config = next(h for h in runtime.config.handlers if h.name == name)
+        handler_config = runtime.handler_configs[name]
         result = await deliver(
             runtime.handlers[name],
             notification,

@@ -18,6 +18,7 @@ class Route:
 
 class Router:
     def __init__(self, handlers: Sequence[HandlerConfig]) -> None:
+        self.handler_configs = {h.name: h for h in handlers}
         self.routes = tuple(
             Route(h.name, compile_pattern(h.match) if h.match is not None else None)
             for h in handlers

@@ -10,7 +10,7 @@ import aiohttp
 
 from amid.aws import AwsClients
 from amid.config import Config, HandlerConfig
-from amid.handlers import console, shell
+from amid.handlers import console, shell, slack, sns, webhook
 from amid.handlers.base import Handler, HandlerError, Notification
 from amid.metrics import Metrics
 
@@ -31,6 +31,9 @@ Factory = Callable[[Any, Config, HandlerResources], Handler]
 REGISTRY: dict[str, Factory] = {
     "console": console.ConsoleHandler.from_config,
     "shell": shell.ShellHandler.from_config,
+    "slack": slack.SlackHandler.from_config,
+    "sns": sns.SnsHandler.from_config,
+    "webhook": webhook.WebhookHandler.from_config,
 }
 
 

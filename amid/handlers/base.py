@@ -48,6 +48,14 @@ class Handler(Protocol):
         """What `send` would deliver, JSON-able, without sending (`--dry-run`)."""
         ...
 
+    async def pace(self) -> None:
+        """Wait until the destination accepts another send (a rate limit).
+
+        Called before each try, outside the handler's timeout: waiting for a turn
+        is not the destination being slow.
+        """
+        ...
+
     async def send(self, notification: Notification) -> None:
         """Deliver once; raise HandlerError on failure."""
         ...

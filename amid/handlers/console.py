@@ -47,6 +47,9 @@ class ConsoleHandler:
             self._metrics.template_failures.labels(self.name).inc()
             return default_line(notification)
 
+    async def pace(self) -> None:
+        return None
+
     async def send(self, notification: Notification) -> None:
         stream = self._stream or sys.stdout
         stream.write(f"[{self.name}] {self.render(notification)}\n")

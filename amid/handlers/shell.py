@@ -82,6 +82,9 @@ class ShellHandler:
             "stdin": notification.event.raw,
         }
 
+    async def pace(self) -> None:
+        return None
+
     async def send(self, notification: Notification) -> None:
         argv = self._argv(notification)
         try:

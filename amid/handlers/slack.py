@@ -1,0 +1,247 @@
+"""`slack`: POST a message to an incoming webhook.
+
+The default message needs no template: a one-line `text` (what notifications
+and old clients show) and Block Kit blocks with the details and a link to the
+AMI in the EC2 console. Values from the event and the image (tags, error
+messages) are escaped, so a tag such as `<!channel>` cannot ping a channel.
+Every string is cut to Slack's block limits, so a long error message cannot
+make Slack refuse the whole message.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import structlog
+from pydantic import SecretStr
+
+from amid import ratelimit
+from amid.config import Config, SlackHandlerConfig
+from amid.handlers import http
+from amid.handlers.base import Notification
+from amid.metrics import Metrics
+from amid.templates import TemplateError, render, template_context
+
+if TYPE_CHECKING:
+    from amid.handlers import HandlerResources
+
+_log = structlog.get_logger("amid.handlers.slack")
+
+EMOJI = {
+    "available": ":white_check_mark:",
+    "failed": ":x:",
+    "deregistered": ":wastebasket:",
+    "disabled": ":no_entry_sign:",
+}
+_OTHER_EMOJI = ":grey_question:"
+_VERB = {
+    "available": "is available",
+    "failed": "failed",
+    "deregistered": "was deregistered",
+    "disabled": "was disabled",
+}
+
+# Slack's documented Block Kit limits (characters).
+_TEXT_MAX = 4000
+_HEADER_MAX = 150
+_SECTION_MAX = 3000
+_FIELD_MAX = 2000
+
+
+def escape(text: str) -> str:
+    """Slack mrkdwn control characters, escaped as Slack documents."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _verb(state: str) -> str:
+    return _VERB.get(state, f"changed state to {state}")
+
+
+def default_text(notification: Notification) -> str:
+    """The fallback line: image id, state, region, and the error message when there is one."""
+    event = notification.event
+    text = f"{EMOJI.get(event.state, _OTHER_EMOJI)} AMI {event.image_id} {_verb(event.state)}"
+    if event.region:
+        text += f" in {event.region}"
+    if event.error_message:
+        text += f": {event.error_message}"
+    return cut(escape(text), _TEXT_MAX)
+
+
+def _slack_time(value: str, occurred_at: datetime | None) -> str:
+    """Slack's date token shows the time in each reader's own time zone; raw text otherwise."""
+    if occurred_at is None:
+        return escape(value) or "unknown"
+    return f"<!date^{int(occurred_at.timestamp())}^{{date_num}} {{time_secs}}|{escape(value)}>"
+
+
+def _code(text: str) -> str:
+    # A backtick would end the code span early; Slack has no escape for it.
+    return escape(text).replace("`", "'")
+
+
+def _field(label: str, value: str) -> dict[str, str]:
+    return {"type": "mrkdwn", "text": cut(f"*{label}*\n{value}", _FIELD_MAX)}
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": cut(text, _SECTION_MAX)}}
+
+
+def default_blocks(notification: Notification) -> list[dict[str, Any]]:
+    event, image = notification.event, notification.image
+    name = image.get("name")
+    emoji = EMOJI.get(event.state, _OTHER_EMOJI)
+    headline = f"{emoji} AMI {name or event.image_id} {_verb(event.state)}"
+    fields = [
+        _field("Image", f"<{event.console_url}|{event.image_id}>"),
+        _field("State", f"{emoji} {escape(event.state)}"),
+        _field("Account", escape(event.account) or "unknown"),
+        _field("Region", escape(event.region) or "unknown"),
+        _field("Time", _slack_time(event.time, event.occurred_at)),
+    ]
+    if name:
+        fields.append(_field("Name", escape(str(name))))
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": cut(headline, _HEADER_MAX), "emoji": True},
+        },
+        {"type": "section", "fields": fields},
+    ]
+    if event.error_message:
+        blocks.append(_section(f"*Error*\n```{_code(event.error_message)}```"))
+    if image.get("description"):
+        blocks.append(_section(f"*Description*\n{escape(str(image['description']))}"))
+    tags = image.get("tags")
+    if isinstance(tags, dict) and tags:
+        listed = "\n".join(
+            f"`{_code(str(key))}`: {escape(str(value))}" for key, value in sorted(tags.items())
+        )
+        blocks.append(_section(f"*Tags*\n{listed}"))
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": cut(
+                        f"<{event.console_url}|Open in the EC2 console> · event {escape(event.id)}",
+                        _SECTION_MAX,
+                    ),
+                }
+            ],
+        }
+    )
+    return blocks
+
+
+class SlackHandler:
+    def __init__(
+        self,
+        config: SlackHandlerConfig,
+        http_session: aiohttp.ClientSession,
+        metrics: Metrics,
+        pool: ratelimit.RateLimiterPool = ratelimit.WEBHOOKS,
+    ) -> None:
+        assert config.webhook_url is not None  # noqa: S101 - the config model guarantees it
+        self.name = config.name
+        self._config = config
+        self._url: SecretStr = config.webhook_url
+        self._http = http_session
+        self._metrics = metrics
+        self._limit = pool.acquire(self._url.get_secret_value(), config.rate_limit)
+
+    @classmethod
+    def from_config(
+        cls, handler: SlackHandlerConfig, config: Config, resources: HandlerResources
+    ) -> SlackHandler:
+        return cls(handler, resources.http, resources.metrics)
+
+    def __repr__(self) -> str:
+        return f"SlackHandler(name={self.name!r})"
+
+    def render(self, notification: Notification) -> dict[str, Any]:
+        payload, _ = self._compose(notification)
+        return payload
+
+    async def pace(self) -> None:
+        """One message per 1/rate_limit seconds per webhook, shared by its handlers."""
+        await self._limit.wait()
+
+    async def send(self, notification: Notification) -> None:
+        payload, failures = self._compose(notification)
+        for failure in failures:
+            self._metrics.template_failures.labels(self.name).inc()
+            _log.warning(
+                "template failed; sent the default message",
+                handler=self.name,
+                error=failure,
+                **notification.event.log_context(),
+            )
+        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        await http.deliver(
+            self._http,
+            method="POST",
+            url=self._url.get_secret_value(),
+            body=body,
+            headers={"Content-Type": "application/json; charset=utf-8"},
+            what="slack webhook",
+        )
+
+    async def aclose(self) -> None:
+        self._limit.release()
+
+    def _compose(self, notification: Notification) -> tuple[dict[str, Any], list[str]]:
+        """The payload, and the template failures that made it fall back to the default."""
+        failures: list[str] = []
+        context = template_context(notification.event, dict(notification.image))
+        payload: dict[str, Any] | None = None
+        if self._config.payload_template is not None:
+            try:
+                payload = _parse_payload(render(self._config.payload_template, context))
+            except TemplateError as error:
+                failures.append(f"payload_template: {error}")
+        if payload is None:
+            payload = self._message(notification, context, failures)
+        for key in ("username", "icon_emoji", "channel"):
+            value = getattr(self._config, key)
+            if value is not None:
+                payload.setdefault(key, value)
+        return payload, failures
+
+    def _message(
+        self, notification: Notification, context: dict[str, Any], failures: list[str]
+    ) -> dict[str, Any]:
+        if self._config.template is not None:
+            try:
+                text = _render_text(self._config.template, context)
+            except TemplateError as error:
+                failures.append(f"template: {error}")
+            else:
+                return {"text": cut(text, _TEXT_MAX), "blocks": [_section(text)]}
+        return {"text": default_text(notification), "blocks": default_blocks(notification)}
+
+
+def _render_text(source: str, context: dict[str, Any]) -> str:
+    text = render(source, context).strip()
+    if not text:
+        raise TemplateError("template rendered empty text")  # Slack refuses an empty section
+    return text
+
+
+def _parse_payload(text: str) -> dict[str, Any]:
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        raise TemplateError("payload_template did not render valid JSON") from None
+    if not isinstance(payload, dict) or not payload.keys() & {"text", "blocks", "attachments"}:
+        raise TemplateError("payload_template must render a JSON object with text or blocks")
+    return payload

@@ -1,0 +1,217 @@
+"""`sns`: Publish the event to an SNS topic, with attributes subscriptions can filter on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ParamValidationError,
+    ReadTimeoutError,
+)
+
+from amid.aws import AwsClients
+from amid.config import Config, SnsHandlerConfig
+from amid.handlers.base import HandlerError, Notification
+from amid.metrics import Metrics
+from amid.templates import TemplateError, render, template_context
+
+if TYPE_CHECKING:
+    from amid.handlers import HandlerResources
+
+_log = structlog.get_logger("amid.handlers.sns")
+
+SUBJECT_MAX = 99  # SNS: "less than 100 characters"
+_NOT_SUBJECT = re.compile(r"[^\x20-\x7e]+")  # SNS subjects are printable ASCII, one line
+_DEDUP_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+# SNS error codes -> (retryable, metric reason). Unknown codes go by HTTP status.
+_ERRORS: dict[str, tuple[bool, str]] = {
+    "NotFound": (False, "not_found"),
+    "NotFoundException": (False, "not_found"),
+    "AuthorizationError": (False, "authorization"),
+    "AccessDenied": (False, "authorization"),
+    "AccessDeniedException": (False, "authorization"),
+    "InvalidClientTokenId": (False, "authorization"),
+    "InvalidParameter": (False, "invalid_parameter"),
+    "InvalidParameterValue": (False, "invalid_parameter"),
+    "ValidationError": (False, "invalid_parameter"),
+    "EndpointDisabled": (False, "endpoint_disabled"),
+    "KMSDisabled": (False, "kms"),
+    "KMSInvalidState": (False, "kms"),
+    "KMSNotFound": (False, "kms"),
+    "KMSAccessDenied": (False, "kms"),
+    "KMSOptInRequired": (False, "kms"),
+    "KMSThrottling": (True, "throttled"),
+    "Throttling": (True, "throttled"),
+    "ThrottlingException": (True, "throttled"),
+    "ThrottledException": (True, "throttled"),
+    "RequestLimitExceeded": (True, "throttled"),
+    "InternalError": (True, "server_error"),
+    "InternalFailure": (True, "server_error"),
+    "ServiceUnavailable": (True, "server_error"),
+    "ExpiredToken": (True, "credentials"),  # refreshed by the credential chain
+    "RequestExpired": (True, "credentials"),
+}
+
+
+def subject_line(text: str) -> str:
+    """Made valid for SNS: ASCII (accents folded), one line, printable, under 100 characters."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return " ".join(_NOT_SUBJECT.sub(" ", ascii_text).split())[:SUBJECT_MAX].rstrip()
+
+
+def default_subject(notification: Notification) -> str:
+    event = notification.event
+    return subject_line(f"AMI {event.image_id} {event.state}")
+
+
+def default_message(notification: Notification) -> str:
+    return json.dumps(notification.event.raw, ensure_ascii=False, separators=(",", ":"))
+
+
+def classify(error: Exception) -> HandlerError:
+    """A failed Publish -> HandlerError, by the SNS error code, else by HTTP status."""
+    if isinstance(error, ClientError):
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        known = _ERRORS.get(code)
+        if known is not None:
+            retryable, reason = known
+        elif status >= 500:
+            retryable, reason = True, "server_error"
+        elif status == 429:
+            retryable, reason = True, "throttled"
+        else:
+            retryable, reason = False, f"http_{status}" if status else "client_error"
+        return HandlerError(
+            f"SNS Publish failed: {code or 'error'} (HTTP {status})",
+            retryable=retryable,
+            reason=reason,
+        )
+    if isinstance(error, ConnectTimeoutError | ReadTimeoutError):
+        return HandlerError(
+            f"SNS Publish timed out: {type(error).__name__}", retryable=True, reason="timeout"
+        )
+    if isinstance(error, EndpointConnectionError):
+        return HandlerError(
+            "SNS Publish failed: cannot connect to the endpoint",
+            retryable=True,
+            reason="connection",
+        )
+    if isinstance(error, NoCredentialsError):
+        return HandlerError(
+            "SNS Publish failed: no AWS credentials found", retryable=True, reason="credentials"
+        )
+    if isinstance(error, ParamValidationError):
+        return HandlerError(
+            f"SNS Publish refused the request: {error}", retryable=False, reason="invalid_parameter"
+        )
+    return HandlerError(
+        f"SNS Publish failed: {type(error).__name__}", retryable=True, reason="aws_sdk"
+    )
+
+
+class SnsHandler:
+    def __init__(self, config: SnsHandlerConfig, aws: AwsClients, metrics: Metrics) -> None:
+        self.name = config.name
+        self._config = config
+        self._aws = aws
+        self._metrics = metrics
+        self._fifo = config.topic_arn.endswith(".fifo")
+
+    @classmethod
+    def from_config(
+        cls, handler: SnsHandlerConfig, config: Config, resources: HandlerResources
+    ) -> SnsHandler:
+        return cls(handler, resources.aws, resources.metrics)
+
+    def __repr__(self) -> str:
+        return f"SnsHandler(name={self.name!r})"
+
+    def render(self, notification: Notification) -> dict[str, Any]:
+        """The Publish request's parameters."""
+        request, _ = self._compose(notification)
+        return request
+
+    async def pace(self) -> None:
+        return None
+
+    async def send(self, notification: Notification) -> None:
+        request, failures = self._compose(notification)
+        for failure in failures:
+            self._metrics.template_failures.labels(self.name).inc()
+            _log.warning(
+                "template failed; published the default instead",
+                handler=self.name,
+                error=failure,
+                **notification.event.log_context(),
+            )
+        client = await self._aws.client(
+            "sns", region=self._config.region, endpoint_url=self._config.endpoint_url
+        )
+        try:
+            await client.publish(**request)
+        except (ClientError, BotoCoreError) as error:
+            raise classify(error) from None
+
+    async def aclose(self) -> None:
+        return None  # the AWS client belongs to AwsClients
+
+    def _compose(self, notification: Notification) -> tuple[dict[str, Any], list[str]]:
+        event = notification.event
+        failures: list[str] = []
+        context = template_context(event, dict(notification.image))
+        message = default_message(notification)
+        if self._config.template is not None:
+            try:
+                message = _render_nonblank(self._config.template, context)
+            except TemplateError as error:
+                failures.append(f"template: {error}")
+        subject = default_subject(notification)
+        if self._config.subject is not None:
+            try:
+                subject = _render_nonblank(self._config.subject, context, subject_line)
+            except TemplateError as error:
+                failures.append(f"subject: {error}")
+        attributes = {
+            key: {"DataType": "String", "StringValue": value}
+            for key, value in (("state", event.state), ("image_id", event.image_id))
+            if value  # SNS refuses an empty attribute value
+        }
+        request: dict[str, Any] = {
+            "TopicArn": self._config.topic_arn,
+            "Message": message,
+            "Subject": subject,
+            "MessageAttributes": attributes,
+        }
+        if self._fifo:
+            request["MessageGroupId"] = event.image_id
+            request["MessageDeduplicationId"] = deduplication_id(event.id)
+        return request, failures
+
+
+def _render_nonblank(
+    source: str, context: dict[str, Any], clean: Callable[[str], str] = str
+) -> str:
+    text = clean(render(source, context))
+    if not text.strip():
+        raise TemplateError("template rendered nothing")  # SNS refuses an empty value
+    return text
+
+
+def deduplication_id(event_id: str) -> str:
+    """The event id, which EventBridge makes unique; hashed if SNS would refuse its shape."""
+    if _DEDUP_ID.match(event_id):
+        return event_id
+    return hashlib.sha256(event_id.encode("utf-8")).hexdigest()
