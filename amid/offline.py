@@ -21,6 +21,7 @@ from amid.decode import decode
 from amid.dedupe import Ledger, open_ledger
 from amid.dedupe.memory import MemoryLedger
 from amid.deliver import DeliveryResult, deliver
+from amid.enrich import ImageEnricher
 from amid.events import DETAIL_TYPE, SOURCE, AmiStateChange
 from amid.handlers import Handler, HandlerResources, build_handler
 from amid.handlers.base import Notification
@@ -99,6 +100,7 @@ class OfflineRun:
     config: Config
     runtime: Runtime
     resources: HandlerResources
+    enricher: ImageEnricher | None = None
 
 
 @contextlib.asynccontextmanager
@@ -111,11 +113,15 @@ async def offline_runtime(
         handlers: dict[str, Handler] = {
             h.name: build_handler(h, config, resources) for h in config.handlers
         }
+        enricher = ImageEnricher.from_config(config, aws) if config.enrich.describe_images else None
         try:
-            yield OfflineRun(config, Runtime(config, Router(config.handlers), handlers), resources)
+            runtime = Runtime(config, Router(config.handlers), handlers)
+            yield OfflineRun(config, runtime, resources, enricher)
         finally:
             for handler in handlers.values():
                 await handler.aclose()
+            if enricher is not None:
+                await enricher.aclose()
 
 
 async def test_event(
@@ -132,7 +138,10 @@ async def test_event(
     results: list[tuple[str, DeliveryResult | Any]] = []
     for name in names:
         handler = run.runtime.handlers[name]
-        notification = Notification(decoded, {})
+        image = (
+            await run.enricher.describe(decoded.image_id, decoded.region) if run.enricher else {}
+        )
+        notification = Notification(decoded, image)
         if dry_run:
             results.append((name, handler.render(notification)))
             continue
