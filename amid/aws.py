@@ -8,8 +8,11 @@ from typing import Any
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 
+from amid import __version__
+
 # Short connect timeouts so a dead endpoint is noticed and backed off from, not waited on.
 _CLIENT_CONFIG = AioConfig(
+    user_agent_extra=f"amid/{__version__}",  # names amid in CloudTrail and access logs
     connect_timeout=5,
     read_timeout=30,
     retries={"max_attempts": 3, "mode": "standard"},

@@ -53,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     replay = with_config(commands.add_parser("replay", help="handle events from files"))
     replay.add_argument("--no-dedupe", action="store_true", help="ignore the delivery ledger")
     replay.add_argument("files", nargs="+", help="JSON, JSON array or JSON lines; - for stdin")
+    with_config(
+        commands.add_parser(
+            "doctor", help="check the queue, its policy, the EventBridge rule, topics and table"
+        )
+    )
     demo = commands.add_parser("demo", help="the whole pipeline locally, no AWS account needed")
     demo.add_argument("--forever", action="store_true", help="keep the demo running")
     dedupe = commands.add_parser("dedupe", help="dedupe store helpers")
@@ -88,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return (
             EXIT_USAGE if bodies is None else asyncio.run(_replay(config, bodies, args.no_dedupe))
         )
+    if args.command == "doctor":
+        return asyncio.run(_doctor(config))
     if args.command == "dedupe":
         return asyncio.run(_create_table(config))
     raise AssertionError(args.command)  # pragma: no cover - argparse rejects the rest
@@ -225,6 +232,16 @@ def _describe_outcome(outcome: Any) -> str:
     if failed:
         line += f"; failed: {', '.join(failed)}"
     return line
+
+
+async def _doctor(config: Config) -> int:
+    from amid.aws import AwsClients
+    from amid.doctor import diagnose, report
+
+    async with AwsClients() as aws:
+        text, healthy = report(await diagnose(config, aws))
+    print(text)
+    return EXIT_OK if healthy else EXIT_FAILED
 
 
 async def _create_table(config: Config) -> int:

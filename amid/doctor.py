@@ -1,0 +1,279 @@
+"""`amid doctor`: what usually goes wrong between EventBridge and amid, checked live.
+
+Each check reads only (Get/Describe/List calls) and says ok or problem, and for
+a problem how to fix it. A check whose prerequisite failed is not run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from amid.aws import AwsClients
+from amid.config import Config, SnsHandlerConfig
+from amid.offline import synthetic_event
+from amid.patterns import PatternError, compile_pattern
+
+EVENTS_PRINCIPAL = "events.amazonaws.com"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        mark = "ok     " if self.ok else "problem"
+        text = f"{mark} {self.name}: {self.detail}"
+        return text if self.ok or not self.fix else f"{text}\n        fix: {self.fix}"
+
+
+def _error(error: BaseException) -> str:
+    if isinstance(error, ClientError):
+        info = error.response.get("Error", {})
+        return f"{info.get('Code', 'Error')}: {info.get('Message', '')}".rstrip(": ")
+    return f"{type(error).__name__}: {error}"
+
+
+_AWS_ERRORS = (ClientError, BotoCoreError, OSError)
+
+
+async def diagnose(config: Config, aws: AwsClients) -> list[Check]:
+    region = config.queue.resolved_region
+    sqs = await aws.client("sqs", region, config.queue.endpoint_url)
+    checks: list[Check] = []
+    try:
+        attributes: dict[str, str] = (
+            await sqs.get_queue_attributes(QueueUrl=config.queue.url, AttributeNames=["All"])
+        )["Attributes"]
+    except _AWS_ERRORS as error:
+        checks.append(
+            Check(
+                "queue reachable",
+                False,
+                f"{config.queue.url}: {_error(error)}",
+                "check queue.url, the region and credentials; amid needs sqs:GetQueueAttributes",
+            )
+        )
+        checks.extend(await _handler_checks(config, aws))
+        checks.extend(await _dedupe_checks(config, aws))
+        return checks
+    queue_arn = attributes.get("QueueArn", "")
+    checks.append(Check("queue reachable", True, queue_arn))
+    checks.append(await _redrive(sqs, attributes))
+    checks.append(_retention(config, attributes))
+    policy_check, source_arns = _queue_policy(attributes)
+    checks.append(policy_check)
+    checks.extend(await _rules(aws, region, queue_arn, source_arns))
+    checks.append(await _encryption(aws, region, attributes))
+    checks.extend(await _handler_checks(config, aws))
+    checks.extend(await _dedupe_checks(config, aws))
+    return checks
+
+
+async def _redrive(sqs: Any, attributes: dict[str, str]) -> Check:
+    name = "redrive policy"
+    fix = (
+        "give the queue a RedrivePolicy with a dead-letter queue (deploy/cloudformation/amid.yaml)"
+    )
+    raw = attributes.get("RedrivePolicy")
+    if not raw:
+        return Check(name, False, "none: a message that always fails cycles forever", fix)
+    policy = json.loads(raw)
+    target = str(policy.get("deadLetterTargetArn", ""))
+    parts = target.split(":")
+    if len(parts) != 6:
+        return Check(name, False, f"deadLetterTargetArn {target!r} is not a queue ARN", fix)
+    try:
+        await sqs.get_queue_url(QueueName=parts[5], QueueOwnerAWSAccountId=parts[4])
+    except _AWS_ERRORS as error:
+        return Check(name, False, f"dead-letter queue {parts[5]}: {_error(error)}", fix)
+    receives = policy.get("maxReceiveCount")
+    return Check(name, True, f"dead-letter queue {parts[5]} after {receives} receives")
+
+
+def _retention(config: Config, attributes: dict[str, str]) -> Check:
+    retention = float(attributes.get("MessageRetentionPeriod", 345600))
+    ttl = config.dedupe.ttl
+    detail = f"messages kept {retention / 86400:g} d, event ids remembered {ttl / 86400:g} d"
+    if retention < ttl:
+        return Check("retention shorter than dedupe ttl", True, detail)
+    return Check(
+        "retention shorter than dedupe ttl",
+        False,
+        detail + ": a late redelivery could be notified twice",
+        "lower the queue's MessageRetentionPeriod or raise dedupe.ttl above it",
+    )
+
+
+def _statements(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    statements = policy.get("Statement", [])
+    return statements if isinstance(statements, list) else [statements]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _queue_policy(attributes: dict[str, str]) -> tuple[Check, set[str] | None]:
+    """Does the queue policy let EventBridge send? Returns the rule ARNs it is limited to."""
+    name = "queue policy admits EventBridge"
+    fix = (
+        "allow Principal {Service: events.amazonaws.com} sqs:SendMessage on the queue, "
+        "with aws:SourceArn = the rule's ARN"
+    )
+    raw = attributes.get("Policy")
+    if not raw:
+        return Check(
+            name, False, "the queue has no policy: EventBridge cannot send to it", fix
+        ), None
+    for statement in _statements(json.loads(raw)):
+        if statement.get("Effect") != "Allow":
+            continue
+        principal = statement.get("Principal", {})
+        services = _as_list(principal.get("Service", [])) if isinstance(principal, dict) else []
+        actions = [a.lower() for a in _as_list(statement.get("Action", []))]
+        if EVENTS_PRINCIPAL in services and {"sqs:sendmessage", "sqs:*"} & set(actions):
+            condition = statement.get("Condition", {})
+            arns: set[str] = set()
+            for operator in ("ArnEquals", "ArnLike", "StringEquals", "StringLike"):
+                arns.update(_as_list(condition.get(operator, {}).get("aws:SourceArn", [])))
+            limited = f", only for {', '.join(sorted(arns))}" if arns else ", for any rule"
+            return Check(name, True, f"events.amazonaws.com may send{limited}"), arns or None
+    return Check(name, False, "no statement allows events.amazonaws.com sqs:SendMessage", fix), None
+
+
+async def _rules(
+    aws: AwsClients, region: str | None, queue_arn: str, source_arns: set[str] | None
+) -> list[Check]:
+    name = "EventBridge rule targets the queue"
+    fix = (
+        "create an enabled rule with {source: [aws.ec2], detail-type: [EC2 AMI State Change]} "
+        "targeting the queue"
+    )
+    events = await aws.client("events", region)
+    try:
+        names = (await events.list_rule_names_by_target(TargetArn=queue_arn)).get("RuleNames", [])
+    except _AWS_ERRORS as error:
+        return [Check(name, False, _error(error), fix + " (amid doctor needs events:List*)")]
+    sample = synthetic_event("failed")
+    problems: list[str] = []
+    for rule_name in names:
+        rule = await events.describe_rule(Name=rule_name)
+        pattern = rule.get("EventPattern")
+        try:
+            matches = bool(pattern) and compile_pattern(json.loads(pattern)).matches(sample)
+        except (PatternError, ValueError):
+            matches = False
+        if not matches:
+            problems.append(f"{rule_name} does not match AMI state changes")
+        elif rule.get("State") != "ENABLED":
+            problems.append(f"{rule_name} is {rule.get('State', 'not enabled').lower()}")
+        elif source_arns is not None and rule["Arn"] not in source_arns:
+            problems.append(f"{rule_name} is not admitted by the queue policy's aws:SourceArn")
+        else:
+            return [Check(name, True, f"{rule_name} (enabled, matches AMI state changes)")]
+    detail = "; ".join(problems) if problems else "no rule targets the queue"
+    return [Check(name, False, detail, fix)]
+
+
+async def _encryption(aws: AwsClients, region: str | None, attributes: dict[str, str]) -> Check:
+    name = "queue encryption usable by EventBridge"
+    key = attributes.get("KmsMasterKeyId")
+    if not key:
+        sse = "SSE-SQS" if attributes.get("SqsManagedSseEnabled") == "true" else "not encrypted"
+        return Check(name, True, sse)
+    if key in ("alias/aws/sqs",) or key.endswith(":alias/aws/sqs"):
+        return Check(
+            name,
+            False,
+            "the AWS-managed key alias/aws/sqs cannot be used by EventBridge",
+            "use SSE-SQS, or a customer-managed KMS key whose policy allows events.amazonaws.com",
+        )
+    kms = await aws.client("kms", region)
+    try:
+        policy = json.loads((await kms.get_key_policy(KeyId=key, PolicyName="default"))["Policy"])
+    except _AWS_ERRORS as error:
+        return Check(
+            name, False, f"key {key}: {_error(error)}", "check the key and amid's kms:GetKeyPolicy"
+        )
+    for statement in _statements(policy):
+        principal = statement.get("Principal", {})
+        services = _as_list(principal.get("Service", [])) if isinstance(principal, dict) else []
+        actions = {a.lower() for a in _as_list(statement.get("Action", []))}
+        if (
+            statement.get("Effect") == "Allow"
+            and EVENTS_PRINCIPAL in services
+            and ({"kms:generatedatakey", "kms:generatedatakey*", "kms:*"} & actions)
+        ):
+            return Check(name, True, f"KMS key {key} allows events.amazonaws.com")
+    return Check(
+        name,
+        False,
+        f"KMS key {key}: its policy does not let events.amazonaws.com use it",
+        "allow events.amazonaws.com kms:GenerateDataKey and kms:Decrypt in the key policy",
+    )
+
+
+async def _handler_checks(config: Config, aws: AwsClients) -> list[Check]:
+    checks = []
+    for handler in config.handlers:
+        if not isinstance(handler, SnsHandlerConfig):
+            continue
+        sns = await aws.client("sns", handler.region, handler.endpoint_url)
+        name = f"SNS topic of {handler.name}"
+        try:
+            await sns.get_topic_attributes(TopicArn=handler.topic_arn)
+        except _AWS_ERRORS as error:
+            checks.append(
+                Check(
+                    name,
+                    False,
+                    f"{handler.topic_arn}: {_error(error)}",
+                    "create the topic or fix topic_arn",
+                )
+            )
+        else:
+            checks.append(Check(name, True, handler.topic_arn))
+    return checks
+
+
+async def _dedupe_checks(config: Config, aws: AwsClients) -> list[Check]:
+    if config.dedupe.backend != "dynamodb":
+        return []
+    table = config.dedupe.table
+    dynamodb = await aws.client("dynamodb", config.queue.resolved_region)
+    fix = "deploy the table with deploy/cloudformation/amid.yaml (EnableDynamoDbDedupe=true)"
+    try:
+        await dynamodb.describe_table(TableName=table)
+        ttl = (await dynamodb.describe_time_to_live(TableName=table))["TimeToLiveDescription"]
+    except _AWS_ERRORS as error:
+        return [Check("dedupe table", False, f"{table}: {_error(error)}", fix)]
+    if (
+        ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING")
+        or ttl.get("AttributeName") != "expires_at"
+    ):
+        return [
+            Check(
+                "dedupe table",
+                False,
+                f"{table} has no TTL on expires_at: it grows forever",
+                f"aws dynamodb update-time-to-live --table-name {table} "
+                "--time-to-live-specification Enabled=true,AttributeName=expires_at",
+            )
+        ]
+    return [Check("dedupe table", True, f"{table} with TTL on expires_at")]
+
+
+def report(checks: Iterable[Check]) -> tuple[str, bool]:
+    checks = list(checks)
+    lines = [check.line() for check in checks]
+    problems = sum(not check.ok for check in checks)
+    lines.append(f"{len(checks)} checks, {problems} problem(s)")
+    return "\n".join(lines), problems == 0
