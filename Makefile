@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 # Each creates .venv with pinned dependencies on first use.
-.PHONY: demo test lint bootstrap bench
+.PHONY: demo test lint check-deploy bootstrap bench
 
 bootstrap:
 	@scripts/bootstrap
@@ -8,13 +8,17 @@ bootstrap:
 demo: bootstrap
 	.venv/bin/amid demo
 
-test: bootstrap lint
+test: bootstrap lint check-deploy
 	.venv/bin/python -m pytest
 
 lint: bootstrap
 	.venv/bin/ruff check amid tests bench
 	.venv/bin/ruff format --check amid tests bench
 	.venv/bin/mypy
+
+# systemd-analyze, hadolint, cfn-lint and promtool over deploy/ (installs what is missing).
+check-deploy: bootstrap
+	scripts/check-deploy
 
 bench: bootstrap
 	.venv/bin/python -m bench
