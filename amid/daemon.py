@@ -128,6 +128,10 @@ class Daemon:
         self.started = asyncio.Event()
         self._ready_sent = False
 
+    def request_reload(self) -> None:
+        """What SIGHUP does: reload the config file at the next chance."""
+        self._reload.set()
+
     async def run(self) -> None:
         config = self.config
         async with contextlib.AsyncExitStack() as stack:

@@ -116,7 +116,6 @@ async def running_daemon(config: Config, config_path: Path | None = None) -> Asy
     """The real daemon in this event loop; stopped (drained) on exit."""
     stop, reload = asyncio.Event(), asyncio.Event()
     daemon = Daemon(config, stop=stop, reload=reload, config_path=config_path)
-    daemon.reload_event = reload  # type: ignore[attr-defined]
     task = asyncio.create_task(daemon.run())
     started = asyncio.create_task(daemon.started.wait())
     done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED, timeout=30)

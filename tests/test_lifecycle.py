@@ -94,10 +94,9 @@ async def test_sighup_reloads_handlers_and_a_broken_file_changes_nothing(
 
     async with running_daemon(load_config(config_path), config_path=config_path) as daemon:
         registry = daemon.metrics.registry
-        reload = daemon.reload_event  # type: ignore[attr-defined]
 
         config_path.write_text("queue: {url: broken")
-        reload.set()
+        daemon.request_reload()
         await wait_for(
             lambda: (
                 registry.get_sample_value("amid_config_reloads_total", {"outcome": "failure"}) == 1
@@ -107,7 +106,7 @@ async def test_sighup_reloads_handlers_and_a_broken_file_changes_nothing(
         await wait_for(lambda: len(records(first)) == 1)
 
         config_path.write_text(config_yaml(queue, moto_url, hook_handler(second, name="second")))
-        reload.set()
+        daemon.request_reload()
         await wait_for(
             lambda: (
                 registry.get_sample_value("amid_config_reloads_total", {"outcome": "success"}) == 1
