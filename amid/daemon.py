@@ -13,6 +13,7 @@ import random
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,17 @@ class _Runtimes:
         for runtime in [self.current, *self._retired.values()]:
             await _close_handlers(runtime)
         self._retired.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class _Serving:
+    """What the pollers and message tasks share while the daemon serves."""
+
+    source: SqsSource
+    pipeline: Pipeline
+    runtimes: _Runtimes
+    heartbeat: Heartbeat
+    capacity: _Capacity
 
 
 async def _close_handlers(runtime: Runtime) -> None:
@@ -206,10 +218,9 @@ class Daemon:
             asyncio.create_task(self._watch_queue(source), name="amid-queue-depth"),
             asyncio.create_task(self._watchdog(), name="amid-watchdog"),
         ]
+        serving = _Serving(source, pipeline, runtimes, heartbeat, capacity)
         pollers = [
-            asyncio.create_task(
-                self._poll(source, pipeline, runtimes, heartbeat, capacity), name=f"amid-poller-{i}"
-            )
+            asyncio.create_task(self._poll(serving), name=f"amid-poller-{i}")
             for i in range(queue.pollers)
         ]
         self.health.pollers_alive = lambda: all(not p.done() for p in pollers)
@@ -226,13 +237,10 @@ class Daemon:
         try:
             await self._stop.wait()
         finally:
-            await self._drain(pollers, background, source)
+            await self._drain(pollers, background)
 
     async def _drain(
-        self,
-        pollers: list[asyncio.Task[None]],
-        background: list[asyncio.Task[None]],
-        source: SqsSource,
+        self, pollers: list[asyncio.Task[None]], background: list[asyncio.Task[None]]
     ) -> None:
         """Stop receiving, let in-flight work finish within shutdown_timeout, return the rest."""
         self.health.draining = True
@@ -260,15 +268,9 @@ class Daemon:
             "amid stopped", finished=len(in_flight) - returned, returned_to_queue=returned
         )
 
-    async def _poll(
-        self,
-        source: SqsSource,
-        pipeline: Pipeline,
-        runtimes: _Runtimes,
-        heartbeat: Heartbeat,
-        capacity: _Capacity,
-    ) -> None:
+    async def _poll(self, serving: _Serving) -> None:
         queue = self.config.queue
+        source, capacity = serving.source, serving.capacity
         failures = 0
         me = asyncio.current_task()
         assert me is not None  # noqa: S101 - always run as a task
@@ -303,30 +305,22 @@ class Daemon:
             if len(messages) < slots:
                 await capacity.give(slots - len(messages))
             for message in messages:
-                heartbeat.track(message)
-                task = asyncio.create_task(
-                    self._handle(message, source, pipeline, runtimes, heartbeat, capacity)
-                )
+                serving.heartbeat.track(message)
+                task = asyncio.create_task(self._handle(message, serving))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    async def _handle(
-        self,
-        message: Message,
-        source: SqsSource,
-        pipeline: Pipeline,
-        runtimes: _Runtimes,
-        heartbeat: Heartbeat,
-        capacity: _Capacity,
-    ) -> None:
+    async def _handle(self, message: Message, serving: _Serving) -> None:
+        """One message through the pipeline, then delete it or leave it for later."""
+        source, heartbeat = serving.source, serving.heartbeat
         self.metrics.inflight.inc()
 
         def claimed(event_id: str) -> None:
             message.event_id = event_id
 
         try:
-            async with runtimes.use() as runtime:
-                outcome = await pipeline.process(
+            async with serving.runtimes.use() as runtime:
+                outcome = await serving.pipeline.process(
                     message.body, runtime, receive_count=message.receive_count, on_claimed=claimed
                 )
             heartbeat.untrack(message)
@@ -347,7 +341,7 @@ class Daemon:
             )
         finally:
             self.metrics.inflight.dec()
-            await asyncio.shield(capacity.give(1))
+            await asyncio.shield(serving.capacity.give(1))
 
     async def _watch_reload(self, runtimes: _Runtimes, resources: HandlerResources) -> None:
         while True:

@@ -22,6 +22,7 @@ from typing import Any
 from amid.config import parse_config
 from amid.logs import configure_logging
 from amid.offline import synthetic_event
+from amid.source import approximate_count
 
 _REGION = "us-east-1"
 
@@ -117,7 +118,7 @@ async def run_demo(forever: bool = False) -> int:
                 await _until_settled(sqs, queue["QueueUrl"], dlq["QueueUrl"], timeout=60)
                 stop.set()
                 await runner
-                dead = await _count(sqs, dlq["QueueUrl"])
+                dead = await approximate_count(sqs, dlq["QueueUrl"])
             print()
             _report(daemon.metrics.registry, dead)
     finally:
@@ -150,23 +151,14 @@ handlers:
     return parse_config(text, env={})
 
 
-async def _count(sqs: Any, url: str) -> int:
-    attributes = (
-        await sqs.get_queue_attributes(
-            QueueUrl=url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]) + int(
-        attributes["ApproximateNumberOfMessagesNotVisible"]
-    )
-
-
 async def _until_settled(sqs: Any, queue_url: str, dlq_url: str, timeout: float) -> None:
     """Until the main queue is empty and the invalid message has reached the dead-letter queue."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if await _count(sqs, queue_url) == 0 and await _count(sqs, dlq_url) >= 1:
+        if (
+            await approximate_count(sqs, queue_url) == 0
+            and await approximate_count(sqs, dlq_url) >= 1
+        ):
             return
         await asyncio.sleep(0.5)
     print(f"  (demo stopped after {timeout:g}s without settling)")

@@ -242,6 +242,18 @@ class Heartbeat:
                     await self._extend_lease(message.event_id)
 
 
+async def approximate_count(client: Any, url: str) -> int:
+    """Visible plus in-flight messages on a queue, as SQS approximates them."""
+    response = await client.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )
+    attributes = response["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
 def _snake(operation: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in operation).lstrip("_")
 

@@ -14,8 +14,11 @@ from typing import Any
 from amid.config import Config, parse_config
 from amid.daemon import Daemon
 from amid.offline import synthetic_event
+from amid.source import approximate_count
 
 HOOK = Path(__file__).parent / "hooks" / "record_hook.py"
+
+queue_count = approximate_count  # visible plus in-flight messages on a queue
 
 
 async def make_queue(sqs: Any, name: str = "amid", max_receive: int = 3) -> tuple[str, str]:
@@ -96,19 +99,6 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
-
-
-async def queue_count(sqs: Any, url: str) -> int:
-    """Visible plus in-flight messages."""
-    attributes = (
-        await sqs.get_queue_attributes(
-            QueueUrl=url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]) + int(
-        attributes["ApproximateNumberOfMessagesNotVisible"]
-    )
 
 
 @contextlib.asynccontextmanager
