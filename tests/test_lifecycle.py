@@ -175,3 +175,31 @@ async def test_an_unusable_sqlite_path_exits_2_with_a_clear_line(tmp_path: Path)
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("dedupe: cannot open the sqlite store")
+
+
+async def test_an_event_in_flight_during_a_reload_finishes_on_the_handlers_it_started_with(
+    sqs: Any, moto_url: str, tmp_path: Path
+):
+    queue, _ = await make_queue(sqs)
+    old, new = tmp_path / "old.jsonl", tmp_path / "new.jsonl"
+    config_path = tmp_path / "amid.yaml"
+    config_path.write_text(config_yaml(queue, moto_url, hook_handler(old, "sleep:3", name="old")))
+    from amid.config import load_config
+
+    async with running_daemon(load_config(config_path), config_path=config_path) as daemon:
+        await sqs.send_message(QueueUrl=queue, MessageBody=event_body("failed"))
+        await wait_for(old.with_name(old.name + ".started").exists)
+        config_path.write_text(config_yaml(queue, moto_url, hook_handler(new, name="new")))
+        daemon.request_reload()
+        await wait_for(
+            lambda: (
+                daemon.metrics.registry.get_sample_value(
+                    "amid_config_reloads_total", {"outcome": "success"}
+                )
+                == 1
+            )
+        )
+        await wait_for(lambda: _empty(sqs, queue))
+
+    assert len(records(old)) == 1, "the event finished on the handler it started with"
+    assert records(new) == []
