@@ -310,15 +310,15 @@ AMID_ACTIONS = {
     "sqs:DeleteMessage",
     "sqs:ChangeMessageVisibility",
     "sqs:GetQueueAttributes",
+    "sqs:GetQueueUrl",
     "sns:Publish",
     "ec2:DescribeImages",
 }
 LEDGER_ACTIONS = {
-    "dynamodb:GetItem",
+    "dynamodb:Query",
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
-    "dynamodb:DeleteItem",
-    "dynamodb:Query",
+    "dynamodb:ConditionCheckItem",
 }
 
 

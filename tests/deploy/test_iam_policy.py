@@ -1,0 +1,557 @@
+"""The IAM audit: every AWS call amid makes, recorded by moto, against the template's policies.
+
+A moto server of its own records every request (moto's recorder). The stack of
+deploy/cloudformation/amid.yaml is deployed into it, then amid runs against the stack's
+resources the way production does, as `amid run` in a subprocess stopped with SIGTERM:
+the DynamoDB ledger, DescribeImages enrichment, an `sns` handler on the stack's topic,
+shell hooks (one slow, so the heartbeat extends visibility; one failing once, so a message
+is left for redelivery), queue depth metrics, an invalid message. amid's requests carry
+`amid/<version>` in their User-Agent; the test's own setup calls do not.
+
+Each request becomes the IAM actions it needs on the stack resources it names (by logical
+id), which are checked against the policy's statements, action and resource both; and each
+grant of the policy must be used by some call.
+
+Operator tools:
+- `amid test-event` and `amid replay` run on the instance or in the task, with the
+  daemon's role: they must need nothing beyond AmidPolicy (checked below).
+- `amid doctor` makes extra read-only calls; they are in the optional AmidDoctorPolicy,
+  audited the same way (the daemon's role does not need them).
+- `amid dedupe create-table` is a bootstrap tool for development: production creates the
+  table with the stack, so its calls are in neither policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import fnmatch
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import botocore.session
+import pytest
+from aiobotocore.session import get_session
+
+from amid import __version__
+from amid.dedupe.dynamodb import create_table
+from tests.deploy.test_deploy_checks import _deploy, _resolve, _template
+from tests.helpers import event_body, hook_handler, records
+from tests.moto_server import MotoServer
+
+REGION = "us-east-1"
+AMID_AGENT = f"amid/{__version__}"
+CONDITIONS = {"CreateDedupeTable": True, "AttachToRole": False}
+ANY = "*"  # the resource of an action without resource-level permissions
+
+# Each operation's IAM action, where it is not the operation's own name.
+BATCH_ACTIONS = {
+    "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
+    "sqs:SendMessageBatch": "sqs:SendMessage",
+}
+TRANSACT_ACTIONS = {
+    "ConditionCheck": "dynamodb:ConditionCheckItem",
+    "Put": "dynamodb:PutItem",
+    "Update": "dynamodb:UpdateItem",
+    "Delete": "dynamodb:DeleteItem",
+}
+# Operations that act on no particular resource: only `Resource: "*"` grants them.
+ACCOUNT_WIDE = {"ec2:DescribeImages", "events:ListRuleNamesByTarget"}
+
+# What the daemon scenario must have made amid do, or the audit proves little.
+DAEMON_OPERATIONS = {
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessageBatch",
+    "sqs:ChangeMessageVisibility",  # the retry, the invalid message
+    "sqs:ChangeMessageVisibilityBatch",  # the heartbeat during the slow hook
+    "sqs:GetQueueAttributes",  # depth of both queues
+    "sqs:GetQueueUrl",  # the dead-letter queue, from the redrive policy
+    "sns:Publish",
+    "ec2:DescribeImages",
+    "dynamodb:Query",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:TransactWriteItems",
+}
+DOCTOR_OPERATIONS = {
+    "sqs:GetQueueAttributes",
+    "sqs:GetQueueUrl",
+    "events:ListRuleNamesByTarget",
+    "events:DescribeRule",
+    "sns:GetTopicAttributes",
+    "dynamodb:DescribeTable",
+    "dynamodb:DescribeTimeToLive",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Need:
+    """One IAM action a recorded request needs, on a stack resource (logical id) or ANY."""
+
+    operation: str
+    action: str
+    resource: str
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    policy: str
+    sid: str
+    action: str
+    resource: str  # a logical id, or "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    daemon: list[Need]
+    tools: list[Need]
+    doctor: list[Need]
+    daemon_exit: int
+    tools_output: str
+    doctor_output: str
+    doctor_exit: int
+    hook_calls: list[dict[str, Any]]
+    published: int
+
+
+# --- the policies --------------------------------------------------------------------
+
+
+def _resource_id(node: Any) -> str:
+    if node == "*":
+        return ANY
+    if isinstance(node, dict) and "Fn::GetAtt" in node and node["Fn::GetAtt"][1] == "Arn":
+        return str(node["Fn::GetAtt"][0])
+    if isinstance(node, dict) and "Ref" in node:
+        return str(node["Ref"])
+    raise AssertionError(f"the audit cannot resolve the policy resource {node!r}")
+
+
+def grants(policy: str) -> list[Grant]:
+    """The (action, resource) pairs a managed policy of the template allows."""
+    document = _resolve(
+        _template()["Resources"][policy]["Properties"]["PolicyDocument"], CONDITIONS
+    )
+    result = []
+    for statement in document["Statement"]:
+        assert statement["Effect"] == "Allow", statement
+        assert set(statement) <= {"Sid", "Effect", "Action", "Resource"}, statement
+        actions = statement["Action"]
+        resources = statement["Resource"]
+        for action in [actions] if isinstance(actions, str) else actions:
+            for resource in [resources] if not isinstance(resources, list) else resources:
+                result.append(Grant(policy, statement["Sid"], action, _resource_id(resource)))
+    return result
+
+
+def allows(policy_grants: list[Grant], need: Need) -> bool:
+    return any(
+        fnmatch.fnmatchcase(need.action.lower(), grant.action.lower())
+        and grant.resource in (ANY, need.resource)
+        for grant in policy_grants
+    )
+
+
+def used(grant: Grant, needs: list[Need]) -> bool:
+    return any(
+        need.action == grant.action and grant.resource in (ANY, need.resource) for need in needs
+    )
+
+
+# --- the recording -------------------------------------------------------------------
+
+
+class RecordingMotoServer(MotoServer):
+    """moto's server with its recorder writing to `path`."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def start(self, timeout: float = 30.0) -> None:
+        saved = os.environ.get("MOTO_RECORDER_FILEPATH")
+        os.environ["MOTO_RECORDER_FILEPATH"] = str(self.path)
+        try:
+            super().start(timeout)
+        finally:
+            if saved is None:
+                del os.environ["MOTO_RECORDER_FILEPATH"]
+            else:
+                os.environ["MOTO_RECORDER_FILEPATH"] = saved
+
+    def recorder(self, verb: str) -> str:
+        method = "GET" if verb == "download-recording" else "POST"
+        request = urllib.request.Request(  # noqa: S310 - 127.0.0.1
+            f"{self.url}/moto-api/recorder/{verb}", method=method
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+            return str(answer.read().decode())
+
+    @contextlib.contextmanager
+    def recording(self, into: list[dict[str, Any]]) -> Iterator[None]:
+        """Record the requests made in the block; append them to `into`."""
+        self.recorder("reset-recording")
+        self.recorder("start-recording")
+        try:
+            yield
+        finally:
+            self.recorder("stop-recording")
+            text = self.recorder("download-recording")
+            into.extend(json.loads(line) for line in text.splitlines() if line.strip())
+
+
+_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+
+
+def _header(entry: dict[str, Any], name: str) -> str:
+    headers = {key.lower(): value for key, value in entry["headers"].items()}
+    return str(headers.get(name.lower(), ""))
+
+
+def _request(entry: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """(service, operation, parameters) of a recorded AWS API request."""
+    scope = _SCOPE.search(_header(entry, "Authorization"))
+    assert scope, f"unsigned request {entry['method']} {entry['url']}"
+    service = scope.group(1)
+    body = entry.get("body") or ""
+    if entry.get("body_encoded"):
+        body = base64.b64decode(body).decode()
+    target = _header(entry, "X-Amz-Target")
+    if target:  # JSON protocols: SQS, DynamoDB, EventBridge
+        return service, target.rsplit(".", 1)[1], json.loads(body or "{}")
+    form = {key: values[0] for key, values in parse_qs(body).items()}  # query: SNS, EC2
+    return service, form.pop("Action"), form
+
+
+class Stack:
+    """The deployed stack: which logical id a named resource is."""
+
+    def __init__(self, outputs: dict[str, str]) -> None:
+        self.outputs = outputs
+        self.ids = {
+            ("sqs", outputs["QueueUrl"].rsplit("/", 1)[1]): "Queue",
+            ("sqs", outputs["DeadLetterQueueUrl"].rsplit("/", 1)[1]): "DeadLetterQueue",
+            ("sns", outputs["TopicArn"].rsplit(":", 1)[1]): "AmiEventsTopic",
+            ("dynamodb", outputs["TableName"]): "DedupeTable",
+            ("events", outputs["RuleArn"].rsplit("/", 1)[1]): "AmiStateChangeRule",
+        }
+
+    def logical_id(self, service: str, name: str) -> str:
+        return self.ids.get((service, name), f"not-in-the-stack:{service}:{name}")
+
+    def needs(self, entry: dict[str, Any]) -> list[Need]:
+        service, operation, params = _request(entry)
+        name = f"{service}:{operation}"
+        if name in ACCOUNT_WIDE:
+            return [Need(name, name, ANY)]
+        if service == "dynamodb" and operation == "TransactWriteItems":
+            return [
+                Need(name, TRANSACT_ACTIONS[kind], self.logical_id(service, item["TableName"]))
+                for entry_item in params["TransactItems"]
+                for kind, item in entry_item.items()
+            ]
+        if service == "sqs":
+            queue = params.get("QueueName") or str(params["QueueUrl"]).rsplit("/", 1)[1]
+            resource = self.logical_id(service, queue)
+        elif service == "sns":
+            resource = self.logical_id(service, str(params["TopicArn"]).rsplit(":", 1)[1])
+        elif service == "dynamodb":
+            resource = self.logical_id(service, params["TableName"])
+        elif service == "events":
+            resource = self.logical_id(service, params["Name"])
+        else:
+            raise AssertionError(f"the audit does not know {name}: map it to its resource")
+        return [Need(name, BATCH_ACTIONS.get(name, name), resource)]
+
+    def amid_needs(self, entries: list[dict[str, Any]]) -> list[Need]:
+        """What amid's own requests (by User-Agent) need; the test's setup is left out."""
+        return [
+            need
+            for entry in entries
+            if AMID_AGENT in _header(entry, "User-Agent")
+            for need in self.needs(entry)
+        ]
+
+
+# --- the scenario --------------------------------------------------------------------
+
+
+def _client(service: str, url: str) -> Any:
+    return botocore.session.get_session().create_client(
+        service, region_name=REGION, endpoint_url=url
+    )
+
+
+def _until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        time.sleep(0.1)
+
+
+def _queue_policy(outputs: dict[str, str], sqs: Any) -> str:
+    """The template's QueuePolicy with the stack's ARNs: moto's CloudFormation skips it."""
+    arns = {
+        "Queue": sqs.get_queue_attributes(
+            QueueUrl=outputs["QueueUrl"], AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"],
+        "DeadLetterQueue": sqs.get_queue_attributes(
+            QueueUrl=outputs["DeadLetterQueueUrl"], AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"],
+        "AmiStateChangeRule": outputs["RuleArn"],
+    }
+
+    def substitute(node: Any) -> Any:
+        if isinstance(node, dict) and "Fn::GetAtt" in node:
+            return arns[node["Fn::GetAtt"][0]]
+        if isinstance(node, dict):
+            return {key: substitute(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [substitute(item) for item in node]
+        return node
+
+    document = _template()["Resources"]["QueuePolicy"]["Properties"]["PolicyDocument"]
+    return json.dumps(substitute(document))
+
+
+async def _ledger_table(endpoint: str, table: str) -> None:
+    session = get_session()
+    async with session.create_client("dynamodb", REGION, endpoint_url=endpoint) as client:
+        await create_table(client, table)
+
+
+def _config(outputs: dict[str, str], endpoint: str, work: Path) -> str:
+    handlers = "".join(
+        [
+            f"  - name: topic\n    type: sns\n    topic_arn: {outputs['TopicArn']}\n",
+            hook_handler(
+                work / "hook.jsonl", "ok", "hook", "    match: {detail: {State: [available]}}\n"
+            ),
+            hook_handler(
+                work / "slow.jsonl",
+                "sleep:3",
+                "slow",
+                "    match: {detail: {State: [deregistered]}}\n",
+            ),
+            hook_handler(
+                work / "flaky.jsonl",
+                "tempfail:1",
+                "flaky",
+                "    match: {detail: {State: [failed]}}\n    retry: {attempts: 1}\n",
+            ),
+        ]
+    )
+    # Production settings but for the times; SQS and every other client reach moto through
+    # AWS_ENDPOINT_URL, queue.endpoint_url only repeats it.
+    return f"""
+queue:
+  url: {outputs["QueueUrl"]}
+  region: {REGION}
+  endpoint_url: {endpoint}
+  wait_time: 1s
+  visibility_timeout: 2s
+  redelivery: {{initial: 0s, max: 1s}}
+shutdown_timeout: 10s
+dedupe: {{backend: dynamodb, table: {outputs["TableName"]}}}
+enrich: {{describe_images: true}}
+metrics: {{listen: "127.0.0.1:0", queue_depth_interval: 1s}}
+logging: {{level: info, format: json}}
+defaults:
+  timeout: 10s
+  retry: {{attempts: 2, initial_backoff: 10ms, max_backoff: 50ms}}
+handlers:
+{handlers}"""
+
+
+def _amid(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "amid", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _run_scenario(server: RecordingMotoServer, work: Path) -> Audit:
+    env = {**os.environ, "AWS_ENDPOINT_URL": server.url}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_ENDPOINT_URL", server.url)
+        outputs = _deploy(enable_table=True)
+    stack = Stack(outputs)
+    sqs, sns, ec2 = (_client(name, server.url) for name in ("sqs", "sns", "ec2"))
+    sqs.set_queue_attributes(
+        QueueUrl=outputs["QueueUrl"], Attributes={"Policy": _queue_policy(outputs, sqs)}
+    )
+    # moto's CloudFormation leaves out the table's TimeToLiveSpecification: create_table
+    # (idempotent) turns TTL on, as `amid dedupe create-table` would.
+    asyncio.run(_ledger_table(server.url, outputs["TableName"]))
+    image = ec2.register_image(Name="amid-audit", RootDeviceName="/dev/xvda")["ImageId"]
+    reader = sqs.create_queue(QueueName="topic-reader")["QueueUrl"]
+    reader_arn = sqs.get_queue_attributes(QueueUrl=reader, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    sns.subscribe(TopicArn=outputs["TopicArn"], Protocol="sqs", Endpoint=reader_arn)
+    config = work / "amid.yaml"
+    config.write_text(_config(outputs, server.url, work))
+
+    def count(url: str) -> int:
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]) + int(
+            attributes["ApproximateNumberOfMessagesNotVisible"]
+        )
+
+    def hook_calls() -> list[dict[str, Any]]:
+        return [
+            call for name in ("hook", "slow", "flaky") for call in records(work / f"{name}.jsonl")
+        ]
+
+    daemon: list[dict[str, Any]] = []
+    with server.recording(daemon), (work / "amid.log").open("w") as log:
+        for body in (
+            event_body("available", image),
+            event_body("deregistered", image),
+            event_body("failed", image),
+            "not an event",
+        ):
+            sqs.send_message(QueueUrl=outputs["QueueUrl"], MessageBody=body)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "amid", "run", "-c", str(config)],
+            env=env,
+            cwd=work,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        try:
+            _until(lambda: len(hook_calls()) == 3, "every hook called")
+            # Only the invalid message may be left (it cycles to the dead-letter queue).
+            _until(lambda: count(outputs["QueueUrl"]) <= 1, "handled messages deleted")
+            time.sleep(1.5)  # one more round of queue depth metrics
+        finally:
+            process.send_signal(signal.SIGTERM)
+            daemon_exit = process.wait(timeout=30)
+    daemon_hooks = hook_calls()
+    published = sqs.receive_message(QueueUrl=reader, MaxNumberOfMessages=10).get("Messages", [])
+
+    tools: list[dict[str, Any]] = []
+    with server.recording(tools):
+        (work / "replay.json").write_text(event_body("available", image))
+        test_event = _amid(
+            "test-event", "-c", str(config), "--state", "available", "--image-id", image,
+            env=env, cwd=work,
+        )  # fmt: skip
+        replay = _amid("replay", "-c", str(config), str(work / "replay.json"), env=env, cwd=work)
+
+    doctor: list[dict[str, Any]] = []
+    with server.recording(doctor):
+        diagnosis = _amid("doctor", "-c", str(config), env=env, cwd=work)
+
+    return Audit(
+        daemon=stack.amid_needs(daemon),
+        tools=stack.amid_needs(tools),
+        doctor=stack.amid_needs(doctor),
+        daemon_exit=daemon_exit,
+        tools_output=test_event.stdout + test_event.stderr + replay.stdout + replay.stderr,
+        doctor_output=diagnosis.stdout + diagnosis.stderr,
+        doctor_exit=diagnosis.returncode,
+        hook_calls=daemon_hooks,
+        published=len(published),
+    )
+
+
+@pytest.fixture(scope="module")
+def audit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Audit]:
+    work = tmp_path_factory.mktemp("iam-audit")
+    server = RecordingMotoServer(work / "recording.jsonl")
+    with server.running():
+        yield _run_scenario(server, work)
+
+
+def _operations(needs: list[Need]) -> set[str]:
+    return {need.operation for need in needs}
+
+
+def _denied(policy_grants: list[Grant], needs: list[Need]) -> list[Need]:
+    return sorted({need for need in needs if not allows(policy_grants, need)}, key=str)
+
+
+# --- the audit -----------------------------------------------------------------------
+
+# moto's CloudFormation cannot create queue policies: the test sets the template's own.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Tried to parse AWS..SQS..QueuePolicy:UserWarning"),
+    pytest.mark.slow,
+]
+
+
+class TestDaemon:
+    def test_the_scenario_ran_and_amid_stopped_cleanly_on_sigterm(self, audit: Audit) -> None:
+        assert audit.daemon_exit == 0
+        assert sorted(call["handler"] for call in audit.hook_calls) == ["flaky", "hook", "slow"]
+        assert audit.published == 3, "the sns handler published each event once"
+
+    def test_the_scenario_made_amid_do_everything_it_does_in_production(self, audit: Audit) -> None:
+        assert _operations(audit.daemon) == DAEMON_OPERATIONS
+        depth = {n.resource for n in audit.daemon if n.operation == "sqs:GetQueueAttributes"}
+        assert depth == {"Queue", "DeadLetterQueue"}
+
+    def test_every_call_is_allowed_by_amid_policy(self, audit: Audit) -> None:
+        assert _denied(grants("AmidPolicy"), audit.daemon) == []
+
+    def test_amid_policy_grants_nothing_the_daemon_does_not_use(self, audit: Audit) -> None:
+        unused = [grant for grant in grants("AmidPolicy") if not used(grant, audit.daemon)]
+        assert unused == []
+
+    def test_only_calls_without_resource_level_permissions_are_granted_on_any_resource(
+        self, audit: Audit
+    ) -> None:
+        wildcard = {grant.action for grant in grants("AmidPolicy") if grant.resource == ANY}
+        assert wildcard == {need.action for need in audit.daemon if need.resource == ANY}
+
+
+class TestOperatorTools:
+    def test_test_event_and_replay_need_nothing_beyond_amid_policy(self, audit: Audit) -> None:
+        assert "delivered" in audit.tools_output, audit.tools_output
+        assert {"sns:Publish", "ec2:DescribeImages", "dynamodb:Query"} <= _operations(
+            audit.tools
+        ), "the tools published, enriched and used the ledger"
+        assert _denied(grants("AmidPolicy"), audit.tools) == []
+
+
+class TestDoctor:
+    def test_doctor_ran_every_check(self, audit: Audit) -> None:
+        assert audit.doctor_exit == 0, audit.doctor_output
+        assert _operations(audit.doctor) == DOCTOR_OPERATIONS
+
+    def test_every_doctor_call_is_allowed_by_amid_and_doctor_policies(self, audit: Audit) -> None:
+        both = grants("AmidPolicy") + grants("AmidDoctorPolicy")
+        assert _denied(both, audit.doctor) == []
+
+    def test_the_doctor_policy_grants_only_what_doctor_uses_and_amid_policy_lacks(
+        self, audit: Audit
+    ) -> None:
+        daemon = grants("AmidPolicy")
+        extra = grants("AmidDoctorPolicy")
+        assert [grant for grant in extra if not used(grant, audit.doctor)] == []
+        overlap = [g for g in extra if allows(daemon, Need("", g.action, g.resource))]
+        assert overlap == []
+
+    def test_the_daemon_never_makes_a_doctor_call(self, audit: Audit) -> None:
+        doctor_only = {grant.action for grant in grants("AmidDoctorPolicy")}
+        assert doctor_only.isdisjoint(need.action for need in audit.daemon)
