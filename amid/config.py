@@ -68,6 +68,15 @@ def parse_duration(value: object) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
+def _not_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not true/false")
+    return value
+
+
+Count = Annotated[int, BeforeValidator(_not_bool)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -93,9 +102,9 @@ class QueueConfig(_Model):
     region: str | None = None
     endpoint_url: str | None = None
     wait_time: Duration = Field(default=20.0, ge=0, le=20)
-    max_messages: int = Field(default=10, ge=1, le=10)
-    pollers: int = Field(default=2, ge=1, le=64)
-    max_in_flight: int = Field(default=64, ge=1, le=10_000)
+    max_messages: Count = Field(default=10, ge=1, le=10)
+    pollers: Count = Field(default=2, ge=1, le=64)
+    max_in_flight: Count = Field(default=64, ge=1, le=10_000)
     visibility_timeout: Duration = Field(default=60.0, ge=1, le=12 * 3600)
     redelivery: RedeliveryConfig = RedeliveryConfig()
     on_invalid: Literal["keep", "delete"] = "keep"
@@ -128,7 +137,7 @@ class DedupeConfig(_Model):
     path: Path = Path("/var/lib/amid/dedupe.sqlite3")
     table: str = "amid-dedupe"
     ttl: Duration = Field(default=7 * 86400.0, gt=0)
-    memory_max_events: int = Field(default=100_000, ge=100)
+    memory_max_events: Count = Field(default=100_000, ge=100)
 
 
 class EnrichConfig(_Model):
@@ -168,7 +177,7 @@ class LoggingConfig(_Model):
 
 
 class RetryConfig(_Model):
-    attempts: int = Field(default=5, ge=1, le=100)
+    attempts: Count = Field(default=5, ge=1, le=100)
     initial_backoff: Duration = 1.0
     max_backoff: Duration = 60.0
 
@@ -254,7 +263,9 @@ class SlackHandlerConfig(_HandlerBase):
     username: str | None = None
     icon_emoji: str | None = None
     channel: str | None = None
-    rate_limit: float = Field(default=1.0, gt=0, description="messages per second per webhook")
+    rate_limit: Annotated[float, BeforeValidator(_not_bool)] = Field(
+        default=1.0, gt=0, description="messages per second per webhook"
+    )
 
     _templates = field_validator("template", "payload_template")(_check_template)
 
@@ -320,8 +331,8 @@ def _load_yaml_mapping(path: Path, key: str) -> dict[str, Any]:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise ValueError(f"{key}: cannot read {path}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise ValueError(f"{key}: {path} is not YAML: {error}") from None
+    except (yaml.YAMLError, RecursionError, UnicodeDecodeError) as error:
+        raise ValueError(f"{key}: {path} is not YAML: {describe_yaml_error(error)}") from None
     if not isinstance(loaded, dict):
         raise ValueError(f"{key}: {path} must hold a mapping of header names to values")
     return loaded
@@ -347,15 +358,20 @@ class Config(_Model):
     defaults: DefaultsConfig = DefaultsConfig()
     handlers: list[HandlerConfig] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _cross_checks(self) -> Config:
+    @field_validator("handlers")
+    @classmethod
+    def _unique_names(cls, handlers: list[HandlerConfig]) -> list[HandlerConfig]:
         seen: set[str] = set()
-        for handler in self.handlers:
+        for index, handler in enumerate(handlers):
             if handler.name in seen:
                 raise ValueError(
-                    f"handler name {handler.name!r} is used twice; names must be unique"
+                    f"handlers[{index}].name {handler.name!r} is used twice; names must be unique"
                 )
             seen.add(handler.name)
+        return handlers
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
         if self.dedupe.ttl < self.queue.redelivery.max * 2:
             raise ValueError(
                 "dedupe.ttl must be at least twice queue.redelivery.max, "
@@ -388,9 +404,14 @@ class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys and alias expansion bombs."""
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
     keys: set[object] = set()
     for key_node, _ in node.value:
+        if key_node.tag == _MERGE_TAG:  # `<<: *anchor` merges; its keys may be overridden
+            continue
         key = loader.construct_object(key_node, deep=deep)
         if key in keys:
             mark = key_node.start_mark
@@ -409,6 +430,20 @@ _StrictLoader.add_constructor(
 _MAX_ALIASES = 100
 
 
+def describe_yaml_error(error: BaseException) -> str:
+    """The problem and where, never the snippet of the line: it may hold a secret."""
+    if isinstance(error, RecursionError):
+        return "nested too deeply"
+    if isinstance(error, UnicodeDecodeError):
+        return "not UTF-8 text"
+    problem = getattr(error, "problem", None) or getattr(error, "context", None)
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    text = str(problem) if problem else " ".join(str(error).split())
+    if mark is not None:
+        text += f" (line {mark.line + 1}, column {mark.column + 1})"
+    return text
+
+
 def _parse_yaml(text: str) -> Any:
     # A YAML bomb is a small file whose aliases expand exponentially; configs never need many.
     aliases = sum(1 for token in yaml.scan(text) if isinstance(token, yaml.AliasToken))
@@ -417,7 +452,29 @@ def _parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
 
 
-def _interpolate(node: Any, path: str, env: Mapping[str, str], problems: list[str]) -> Any:
+_MAX_NODES = 100_000
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Budget:
+    """Counts values as aliases expand: a bomb under the alias cap still stops here."""
+
+    def __init__(self) -> None:
+        self.left = _MAX_NODES
+
+    def spend(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise _TooLarge
+
+
+def _interpolate(
+    node: Any, path: str, env: Mapping[str, str], problems: list[str], budget: _Budget
+) -> Any:
+    budget.spend()
     if isinstance(node, str):
 
         def replace(match: re.Match[str]) -> str:
@@ -432,12 +489,13 @@ def _interpolate(node: Any, path: str, env: Mapping[str, str], problems: list[st
         return _VAR.sub(replace, node)
     if isinstance(node, dict):
         return {
-            key: _interpolate(value, f"{path}.{key}" if path else str(key), env, problems)
+            key: _interpolate(value, f"{path}.{key}" if path else str(key), env, problems, budget)
             for key, value in node.items()
         }
     if isinstance(node, list):
         return [
-            _interpolate(item, f"{path}[{index}]", env, problems) for index, item in enumerate(node)
+            _interpolate(item, f"{path}[{index}]", env, problems, budget)
+            for index, item in enumerate(node)
         ]
     return node
 
@@ -484,8 +542,9 @@ def parse_config(text: str, env: Mapping[str, str] | None = None, source: str = 
     try:
         document = _parse_yaml(text)
     except yaml.YAMLError as error:
-        detail = " ".join(str(error).split())
-        raise ConfigError([f"{source}: YAML syntax error: {detail}"]) from None
+        raise ConfigError([f"{source}: YAML syntax error: {describe_yaml_error(error)}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{source}: nested too deeply to be a config file"]) from None
     if document is None:
         raise ConfigError([f"{source}: the file is empty"])
     if not isinstance(document, dict):
@@ -493,13 +552,24 @@ def parse_config(text: str, env: Mapping[str, str] | None = None, source: str = 
             [f"<root>: expected a mapping of sections, got {type(document).__name__}"]
         )
     problems: list[str] = []
-    document = _interpolate(document, "", os.environ if env is None else env, problems)
+    try:
+        document = _interpolate(
+            document, "", os.environ if env is None else env, problems, _Budget()
+        )
+    except RecursionError:
+        raise ConfigError([f"{source}: nested too deeply to be a config file"]) from None
+    except _TooLarge:
+        raise ConfigError(
+            [f"{source}: more than {_MAX_NODES} values once aliases expand (a YAML bomb?)"]
+        ) from None
     if problems:
         raise ConfigError(problems)
     try:
         return Config.model_validate(document)
     except ValidationError as error:
         raise ConfigError(_format_errors(error, document)) from None
+    except RecursionError:
+        raise ConfigError([f"{source}: nested too deeply to be a config file"]) from None
 
 
 def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:

@@ -224,6 +224,7 @@ class Daemon:
             for i in range(queue.pollers)
         ]
         self.health.pollers_alive = lambda: all(not p.done() for p in pollers)
+        self.health.ledger_ok = lambda: pipeline.ledger_ok
         self._log.info(
             "amid started",
             queue=queue.url,

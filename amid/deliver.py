@@ -31,6 +31,7 @@ class DeliveryResult:
     attempts: int
     reason: str | None = None  # bounded label of the last failure
     retryable: bool = True
+    retry_after: float | None = None  # what the destination asked for on the last try
 
 
 def _retry_worthwhile(error: BaseException) -> bool:
@@ -125,7 +126,9 @@ async def deliver(
             retryable=error.retryable,
             error=str(error),
         )
-        return DeliveryResult(handler.name, False, attempts, error.reason, error.retryable)
+        return DeliveryResult(
+            handler.name, False, attempts, error.reason, error.retryable, error.retry_after
+        )
     metrics.notifications.labels(handler.name, "delivered").inc()
     log.info("notification delivered", attempt=attempts)
     return DeliveryResult(handler.name, True, attempts)

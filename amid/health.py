@@ -20,6 +20,7 @@ class Health:
         self.last_receive_ok: float | None = None
         self.draining = False
         self.pollers_alive: Callable[[], bool] = lambda: True
+        self.ledger_ok: Callable[[], bool] = lambda: True
 
     def received(self) -> None:
         self.last_receive_ok = self._clock()
@@ -32,6 +33,7 @@ class Health:
     def ready(self) -> bool:
         return (
             not self.draining
+            and self.ledger_ok()
             and self.last_receive_ok is not None
             and self._clock() - self.last_receive_ok <= self._fresh_for
         )
@@ -77,5 +79,10 @@ class HealthServer:
     async def _readyz(self, request: web.Request) -> web.Response:
         if self._health.ready:
             return web.Response(text="ready\n")
-        why = "draining" if self._health.draining else "no successful receive recently"
+        if self._health.draining:
+            why = "draining"
+        elif not self._health.ledger_ok():
+            why = "the dedupe store is unavailable"
+        else:
+            why = "no successful receive recently"
         return web.Response(status=503, text=f"not ready: {why}\n")

@@ -96,6 +96,7 @@ class Pipeline:
         self._clock = clock
         self._locks = _KeyedLocks()
         self._log = get_logger()
+        self.ledger_ok = True  # False from a failed ledger call until the next one succeeds
 
     def redelivery_delay(self, config: Config, receive_count: int) -> float:
         """initial, doubled per receive, capped at max."""
@@ -149,6 +150,7 @@ class Pipeline:
                 claim = await self._ledger.claim(event.id, self._owner, self._lease)
             except LedgerUnavailable as error:
                 return self._ledger_down(log, "claim", error, event, retry_delay)
+            self.ledger_ok = True
             if claim is None:
                 # Another consumer holds it: look again once its lease has had time to end,
                 # so a long-running copy elsewhere does not burn this one's receive count.
@@ -199,6 +201,9 @@ class Pipeline:
         with contextlib.suppress(LedgerUnavailable):
             await self._ledger.release(event.id, self._owner)
         failed = [result.handler for result in results if not result.delivered]
+        # A destination's Retry-After holds across redeliveries too: never come back sooner.
+        asked = [r.retry_after for r in results if not r.delivered and r.retry_after is not None]
+        retry_delay = max([retry_delay, *asked])
         log.warning("event left for redelivery", failed=failed, delay=retry_delay)
         return Outcome(
             "retry",
@@ -225,6 +230,7 @@ class Pipeline:
             try:
                 await self._ledger.record_delivery(notification.event.id, name, self._owner)
             except LedgerUnavailable as error:
+                self.ledger_ok = False
                 self._metrics.ledger_errors.labels("record_delivery").inc()
                 log.error(
                     "delivered, but the ledger could not record it", handler=name, error=str(error)
@@ -252,6 +258,7 @@ class Pipeline:
     def _ledger_down(
         self, log: Any, operation: str, error: Exception, event: AmiStateChange, delay: float
     ) -> Outcome:
+        self.ledger_ok = False
         self._metrics.ledger_errors.labels(operation).inc()
         log.error("dedupe store unavailable; message left for redelivery", error=str(error))
         return Outcome("retry", delete=False, delay=delay, event=event, reason="ledger_unavailable")

@@ -7,11 +7,20 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import TemplateSyntaxError, Undefined
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from amid.events import AmiStateChange
 
-_ENVIRONMENT = ImmutableSandboxedEnvironment(
+
+class _StrictSandbox(ImmutableSandboxedEnvironment):
+    """Refuses, rather than quietly rendering empty, any reach for an unsafe attribute."""
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
+        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__} is unsafe")
+
+
+_ENVIRONMENT = _StrictSandbox(
     undefined=Undefined,
     autoescape=False,
     keep_trailing_newline=False,

@@ -107,7 +107,11 @@ async def deliver(
             if 200 <= response.status < 300:
                 return
             raw = await response.content.read(_BODY_EXCERPT_BYTES)
-            excerpt = scrub(raw.decode("utf-8", "replace"), secrets)
+            text = raw.decode("utf-8", "replace")
+            if len(raw) == _BODY_EXCERPT_BYTES:
+                # Cut at the limit, the tail could be the start of a secret: drop it.
+                text = text[: -max(len(secret) for secret in secrets)]
+            excerpt = scrub(text, secrets)
             error = classify_status(response.status, response.headers, what=what, excerpt=excerpt)
             if error is not None:
                 raise error
