@@ -11,11 +11,14 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_CONSTRAINT=/src/constraints.txt
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
+# The pinned dependencies first, in their own layer: a change to amid's code reuses it.
+RUN python -m venv /opt/amid \
+ && python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" > requirements.txt \
+ && /opt/amid/bin/pip install --no-cache-dir -c constraints.txt -r requirements.txt
 COPY amid ./amid
 # PIP_CONSTRAINT pins the build backend (hatchling) as well as the runtime dependencies.
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
- && python -m venv /opt/amid \
- && /opt/amid/bin/pip install --no-cache-dir -c constraints.txt /wheels/amid-*.whl \
+ && /opt/amid/bin/pip install --no-cache-dir --no-deps /wheels/amid-*.whl \
  && /opt/amid/bin/amid --version
 
 # --- runtime: the venv alone, run by an unprivileged user ---------------------------------
