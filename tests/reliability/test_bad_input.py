@@ -279,11 +279,15 @@ async def test_a_daemon_fed_hostile_bodies_counts_each_one_and_delivers_the_vali
         for reason in INVALID_REASONS
     }
     print(f"invalid bodies sent by reason: {dict(expected)}; counted: {counted}")
-    assert counted == {reason: float(expected.get(reason, 0)) for reason in INVALID_REASONS}
-    assert sum(counted.values()) == sum(expected.values())
+    # SQS delivers at least once (moto too, under concurrent pollers): a message received
+    # twice is counted twice. Every count beyond what was sent is such an extra receive.
+    received = registry.get_sample_value("amid_messages_received_total") or 0
+    extra_receives = received - len(messages)
+    assert all(counted[reason] >= expected.get(reason, 0) for reason in INVALID_REASONS), counted
+    assert 0 <= sum(counted.values()) - sum(expected.values()) <= extra_receives
     delivered = sorted(call["event_id"] for call in records(record))
     assert delivered == sorted(json.loads(body)["id"] for body in valid), "each valid event once"
-    assert registry.get_sample_value("amid_messages_deleted_total") == len(messages)
+    assert registry.get_sample_value("amid_messages_deleted_total") == received
     assert await queue_count(sqs, dlq) == 0
 
 
