@@ -1,0 +1,567 @@
+"""The bench's scenarios: burst throughput, trickle latency, idle CPU, memory, in-process cost.
+
+Every process has its own role and pid: the SQS emulator, the producer, the receiver (the
+webhook stand-in) and the consumer under test (the limit, amid or the peer). They share the
+machine's cores; each one's CPU seconds come from /proc, so the report can say who used what.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.common import (
+    PEER,
+    PYTHON,
+    RESULTS,
+    ROOT,
+    Spread,
+    aws_environ,
+    percentile,
+    proc_sample,
+    queue_depth,
+    sqs_client,
+    tree_cpu,
+)
+from tests.moto_server import MotoServer, free_port
+
+AMID = ROOT / ".venv" / "bin" / "amid"
+PY_SPY = ROOT / ".venv" / "bin" / "py-spy"
+KINDS = ("limit", "amid", "peer")
+POLLERS = 2  # amid's default, given to the limit and the peer too
+MAX_IN_FLIGHT = 64  # amid's default
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    repeats: int
+    burst: int
+    duplicates: float
+    max_depth: int
+    trickle_rate: float
+    trickle_seconds: float
+    idle_seconds: float
+    cost_events: int
+    growth_events: int
+    profile_seconds: float
+    server: str
+
+    @classmethod
+    def full(cls, server: str) -> Plan:
+        return cls(3, 10_000, 0.2, 500, 20.0, 30.0, 60.0, 5_000, 100_000, 20.0, server)
+
+    @classmethod
+    def quick(cls, server: str) -> Plan:
+        return cls(1, 2_000, 0.2, 500, 20.0, 10.0, 10.0, 1_000, 10_000, 0.0, server)
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ---------------------------------------------------------------------------- processes
+
+
+def read_line(process: subprocess.Popen[str], timeout: float) -> str:
+    """The child's next stdout line; raises if it does not come within `timeout`."""
+    assert process.stdout is not None
+    os.set_blocking(process.stdout.fileno(), True)
+    deadline = time.monotonic() + timeout
+    import selectors
+
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if selector.select(timeout=0.1):
+                return process.stdout.readline().strip()
+            if process.poll() is not None:
+                break
+    raise RuntimeError(f"{process.args!r} did not print a line within {timeout}s")
+
+
+def stop(process: subprocess.Popen[Any], timeout: float = 30.0) -> str:
+    """SIGTERM, wait (bounded), SIGKILL if need be; returns what it still printed."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate()
+    return out if isinstance(out, str) else ""
+
+
+@contextlib.contextmanager
+def emulator(kind: str) -> Iterator[tuple[str, int]]:
+    """(endpoint, pid) of a fresh SQS-compatible server on 127.0.0.1."""
+    if kind == "moto":
+        server = MotoServer()
+        server.start()
+        assert server.process is not None
+        try:
+            yield server.url, server.process.pid
+        finally:
+            server.stop()
+        return
+    port = free_port()
+    process = subprocess.Popen(
+        ["node", str(PEER / "emulator.mjs"), str(port)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        if read_line(process, 30) != "ready":
+            raise RuntimeError("fauxqs did not start")
+        yield f"http://127.0.0.1:{port}", process.pid
+    finally:
+        stop(process)
+
+
+@contextlib.contextmanager
+def receiver() -> Iterator[tuple[str, int]]:
+    """(base URL, pid) of the webhook stand-in."""
+    port = free_port()
+    process = subprocess.Popen(
+        [PYTHON, "-m", "bench.receiver", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        if read_line(process, 30) != "ready":
+            raise RuntimeError("the receiver did not start")
+        yield f"http://127.0.0.1:{port}", process.pid
+    finally:
+        stop(process)
+
+
+def amid_config(
+    work: Path, queue_url: str, endpoint: str, hook: str, metrics_port: int, name: str
+) -> Path:
+    """A config with amid's defaults except what the bench must set: where things are."""
+    path = work / f"{name}.yaml"
+    path.write_text(
+        f"""queue:
+  url: {queue_url}
+  region: us-east-1
+  endpoint_url: {endpoint}
+dedupe:
+  backend: sqlite
+  path: {work / f"{name}.sqlite3"}
+metrics:
+  listen: 127.0.0.1:{metrics_port}
+logging: {{level: info, format: json}}
+handlers:
+  - {{name: w, type: webhook, url: "{hook}/hook"}}
+"""
+    )
+    return path
+
+
+@dataclass
+class Consumer:
+    kind: str
+    process: subprocess.Popen[str]
+    log_path: Path | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def cpu(self) -> float:
+        return tree_cpu(self.pid)
+
+
+def start_consumer(kind: str, queue_url: str, endpoint: str, hook: str, work: Path) -> Consumer:
+    env = aws_environ()
+    if kind == "limit":
+        command = [PYTHON, "-m", "bench.limit", "--endpoint", endpoint, "--queue-url", queue_url]
+        command += ["--pollers", str(POLLERS), "--in-flight", str(MAX_IN_FLIGHT)]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        if read_line(process, 30) != "ready":
+            raise RuntimeError("the limit did not start")
+        return Consumer(kind, process)
+    if kind == "peer":
+        command = ["node", str(PEER / "consumer.mjs"), "--endpoint", endpoint]
+        command += ["--queue-url", queue_url, "--hook", f"{hook}/hook"]
+        command += ["--consumers", str(POLLERS)]
+        with (work / "peer.log").open("a") as errors:  # the SDK's warnings, abort noise
+            process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=errors, text=True, env=env
+            )
+        if read_line(process, 30) != "ready":
+            raise RuntimeError("the peer did not start")
+        return Consumer(kind, process)
+    port = free_port()
+    name = f"amid-{int(time.time() * 1000)}"
+    config = amid_config(work, queue_url, endpoint, hook, port, name)
+    log_path = work / f"{name}.log"
+    with log_path.open("w") as output:
+        process = subprocess.Popen(
+            [str(AMID), "run", "-c", str(config)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"amid exited with {process.returncode}; see {log_path}")
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).close()
+            time.sleep(0.5)  # the pollers' first long polls are under way
+            return Consumer(kind, process, log_path)
+        time.sleep(0.1)
+    stop(process)
+    raise RuntimeError(f"amid did not become healthy; see {log_path}")
+
+
+# ---------------------------------------------------------------------------- the bench
+
+
+@dataclass
+class Bench:
+    plan: Plan
+    endpoint: str
+    server_pid: int
+    hook: str
+    receiver_pid: int
+    work: Path
+    http: aiohttp.ClientSession
+    sqs: Any
+    queues: int = 0
+    runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    async def new_queue(self, label: str) -> str:
+        self.queues += 1
+        name = f"{label}-{self.queues}-{int(time.time())}"
+        response = await self.sqs.create_queue(
+            QueueName=name, Attributes={"VisibilityTimeout": "60"}
+        )
+        url: str = response["QueueUrl"]
+        return url
+
+    async def receiver_stats(self) -> dict[str, int]:
+        async with self.http.get(f"{self.hook}/stats") as response:
+            stats: dict[str, int] = await response.json()
+            return stats
+
+    async def receiver_reset(self) -> None:
+        async with self.http.post(f"{self.hook}/reset") as response:
+            await response.read()
+
+    async def latencies(self) -> list[float]:
+        async with self.http.get(f"{self.hook}/latencies") as response:
+            values: list[float] = await response.json()
+            return values
+
+    def record(self, scenario: str, result: dict[str, Any]) -> None:
+        self.runs.setdefault(scenario, []).append(result)
+        log(f"{scenario}: {json.dumps(result, default=str)[:400]}")
+
+    def producer(self, *args: str) -> subprocess.Popen[str]:
+        command = [PYTHON, "-m", "bench.producer", *args, "--endpoint", self.endpoint]
+        return subprocess.Popen(
+            command, stdout=subprocess.PIPE, text=True, env=aws_environ(), cwd=ROOT
+        )
+
+    # -- burst ----------------------------------------------------------------------------
+
+    async def burst(self, kind: str, *, idle: bool = False, profile: Path | None = None) -> None:
+        plan = self.plan
+        url = await self.new_queue(f"burst-{kind}")
+        consumer = start_consumer(kind, url, self.endpoint, self.hook, self.work)
+        try:
+            await self.receiver_reset()
+            rss_start = proc_sample(consumer.pid).rss
+            before = self.cpu(consumer)
+            spy = self.spy(consumer.pid, profile) if profile is not None else None
+            producer = self.producer(
+                "burst",
+                "--queue-url",
+                url,
+                "--count",
+                str(plan.burst),
+                "--duplicates",
+                str(plan.duplicates),
+                "--max-depth",
+                str(plan.max_depth),
+            )
+            rss_1k, max_depth = await self.drain(producer, url, consumer, plan.burst * 0.05 + 120)
+            finished = time.time()
+            after = self.cpu(consumer)
+            sample = proc_sample(consumer.pid)
+            summary = json.loads(producer.communicate(timeout=30)[0].strip().splitlines()[-1])
+            stats = await self.receiver_stats()
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    spy.wait(timeout=60)
+                stop(spy)
+            elapsed = finished - summary["started"]
+            cpu = {role: after[role] - before[role] for role in before}
+            result: dict[str, Any] = {
+                "messages": summary["sent"],
+                "seconds": elapsed,
+                "events_per_s": summary["sent"] / elapsed,
+                "producer_seconds": summary["finished"] - summary["started"],
+                "max_depth_seen": max_depth,
+                "posts": stats["posts"],
+                "unique_posted": stats["unique"],
+                "cpu_s": {**cpu, "producer": summary["cpu"]},
+                "consumer_cpu_s_per_1k": cpu["consumer"] / summary["sent"] * 1000,
+            }
+            if kind == "amid":
+                result["rss_mib"] = {
+                    "start": rss_start / 2**20,
+                    "after_1k": rss_1k / 2**20 if rss_1k else None,
+                    "after_burst": sample.rss / 2**20,
+                    "peak": sample.peak_rss / 2**20,
+                }
+            if profile is None:
+                self.record(f"burst:{kind}", result)
+            else:
+                self.record("profile", {"events_per_s_under_py_spy": result["events_per_s"]})
+            if idle:
+                await self.idle(consumer)
+        finally:
+            output = stop(consumer.process)
+            if kind == "peer" and output.strip():
+                log(f"peer: {output.strip().splitlines()[-1]}")
+
+    def spy(self, pid: int, profile: Path) -> subprocess.Popen[str]:
+        """py-spy recording `pid` until SIGINT; it sometimes fails to attach, so try again."""
+        command = [str(PY_SPY), "record", "--pid", str(pid), "--rate", "200", "--nonblocking"]
+        command += ["--format", "raw", "--output", str(profile), "--duration", "600"]
+        for _ in range(10):
+            process = subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True
+            )
+            time.sleep(1.0)
+            if process.poll() is None:
+                return process
+        raise RuntimeError("py-spy could not attach to amid")
+
+    def cpu(self, consumer: Consumer) -> dict[str, float]:
+        return {
+            "consumer": consumer.cpu(),
+            "server": proc_sample(self.server_pid).cpu,
+            "receiver": proc_sample(self.receiver_pid).cpu,
+        }
+
+    async def drain(
+        self, producer: subprocess.Popen[str], url: str, consumer: Consumer, timeout: float
+    ) -> tuple[int | None, int]:
+        """Wait until the producer is done and the queue is empty; (RSS at 1k posts, depth)."""
+        deadline = time.monotonic() + timeout
+        rss_1k: int | None = None
+        deepest = 0
+        while time.monotonic() < deadline:
+            depth = await queue_depth(self.sqs, url)
+            deepest = max(deepest, depth)
+            if producer.poll() is not None and depth == 0:
+                if producer.returncode != 0:
+                    raise RuntimeError(f"the producer failed with {producer.returncode}")
+                return rss_1k, deepest
+            if consumer.kind == "amid" and rss_1k is None:
+                if (await self.receiver_stats())["posts"] >= 1000:
+                    rss_1k = proc_sample(consumer.pid).rss
+            if consumer.process.poll() is not None:
+                raise RuntimeError(f"{consumer.kind} exited with {consumer.process.returncode}")
+            await asyncio.sleep(0.05)
+        producer.kill()
+        raise RuntimeError(f"{consumer.kind}: the queue did not drain within {timeout:.0f}s")
+
+    # -- idle -----------------------------------------------------------------------------
+
+    async def idle(self, consumer: Consumer) -> None:
+        await asyncio.sleep(5)  # let the last deletes and heartbeats settle
+        before, server_before = consumer.cpu(), proc_sample(self.server_pid).cpu
+        started = time.monotonic()
+        await asyncio.sleep(self.plan.idle_seconds)
+        seconds = time.monotonic() - started
+        used, server = consumer.cpu() - before, proc_sample(self.server_pid).cpu - server_before
+        self.record(
+            "idle:amid",
+            {
+                "seconds": seconds,
+                "cpu_s": used,
+                "core_percent": used / seconds * 100,
+                "server_core_percent": server / seconds * 100,
+                "rss_mib": proc_sample(consumer.pid).rss / 2**20,
+            },
+        )
+
+    # -- trickle --------------------------------------------------------------------------
+
+    async def trickle(self, kind: str) -> None:
+        plan = self.plan
+        url = await self.new_queue(f"trickle-{kind}")
+        consumer = start_consumer(kind, url, self.endpoint, self.hook, self.work)
+        try:
+            # Warm-up (first connections, first sqlite statements), not measured.
+            warmup = self.producer("trickle", "--queue-url", url, "--rate", "20", "--seconds", "1")
+            warmup.communicate(timeout=60)
+            await self.wait_posts(20, time.monotonic() + 30)
+            await self.receiver_reset()
+            before = self.cpu(consumer)
+            producer = self.producer(
+                "trickle",
+                "--queue-url",
+                url,
+                "--rate",
+                str(plan.trickle_rate),
+                "--seconds",
+                str(plan.trickle_seconds),
+            )
+            expected = round(plan.trickle_rate * plan.trickle_seconds)
+            producer.communicate(timeout=plan.trickle_seconds + 60)
+            await self.wait_posts(expected, time.monotonic() + 30)
+            after = self.cpu(consumer)
+            values = sorted(await self.latencies())
+            self.record(
+                f"trickle:{kind}",
+                {
+                    "sent": expected,
+                    "received": len(values),
+                    "p50_ms": percentile(values, 0.50) * 1000,
+                    "p90_ms": percentile(values, 0.90) * 1000,
+                    "p99_ms": percentile(values, 0.99) * 1000,
+                    "max_ms": (values[-1] if values else float("nan")) * 1000,
+                    "cpu_s": {role: after[role] - before[role] for role in before},
+                },
+            )
+        finally:
+            stop(consumer.process)
+
+    async def wait_posts(self, count: int, deadline: float) -> None:
+        while time.monotonic() < deadline and (await self.receiver_stats())["posts"] < count:
+            await asyncio.sleep(0.1)
+
+    # -- in process -----------------------------------------------------------------------
+
+    def in_process(self) -> None:
+        plan = self.plan
+        for mode, events in (("cost", plan.cost_events), ("growth", plan.growth_events)):
+            for _ in range(self.plan.repeats if mode == "cost" else 1):
+                command = [PYTHON, "-m", "bench.pipeline_bench", mode, "--events", str(events)]
+                done = subprocess.run(
+                    command, capture_output=True, text=True, cwd=ROOT, timeout=900, check=True
+                )
+                self.record(f"pipeline:{mode}", json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+@contextlib.asynccontextmanager
+async def bench(plan: Plan, work: Path) -> AsyncIterator[Bench]:
+    with emulator(plan.server) as (endpoint, server_pid), receiver() as (hook, receiver_pid):
+        async with aiohttp.ClientSession() as http, sqs_client(endpoint) as sqs:
+            yield Bench(plan, endpoint, server_pid, hook, receiver_pid, work, http, sqs)
+
+
+async def run(plan: Plan, started: str) -> dict[str, Any]:
+    work = RESULTS / f"work-{started}"
+    work.mkdir(parents=True, exist_ok=True)
+    async with bench(plan, work) as b:
+        for repeat in range(plan.repeats):
+            order = KINDS[repeat % 3 :] + KINDS[: repeat % 3]  # spread slow drift over kinds
+            for kind in order:
+                log(f"burst {repeat + 1}/{plan.repeats}: {kind}")
+                await b.burst(kind, idle=kind == "amid")
+        for repeat in range(plan.repeats):
+            for kind in ("amid", "peer") if repeat % 2 == 0 else ("peer", "amid"):
+                log(f"trickle {repeat + 1}/{plan.repeats}: {kind}")
+                await b.trickle(kind)
+        if plan.profile_seconds > 0:
+            log("profile: amid under a burst, py-spy attached")
+            await b.burst("amid", profile=RESULTS / f"amid-{started}.pyspy.txt")
+        log("in-process pipeline: cost per event and RSS growth")
+        b.in_process()
+        runs = b.runs
+    shutil.rmtree(work, ignore_errors=True)
+    return {"plan": dataclasses.asdict(plan), "runs": runs, "summary": summarize(runs)}
+
+
+def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Median, min and max of every figure the report shows."""
+
+    def spread(scenario: str, *path: str) -> dict[str, float]:
+        values = []
+        for run_result in runs.get(scenario, []):
+            value: Any = run_result
+            for key in path:
+                value = value.get(key) if isinstance(value, dict) else None
+            if isinstance(value, int | float):
+                values.append(float(value))
+        return Spread.of(values).as_dict()
+
+    summary: dict[str, Any] = {}
+    for kind in KINDS:
+        summary[f"{kind}_events_per_s"] = spread(f"burst:{kind}", "events_per_s")
+        summary[f"{kind}_cpu_s_per_1k"] = spread(f"burst:{kind}", "consumer_cpu_s_per_1k")
+        summary[f"{kind}_server_cpu_s"] = spread(f"burst:{kind}", "cpu_s", "server")
+        summary[f"{kind}_receiver_cpu_s"] = spread(f"burst:{kind}", "cpu_s", "receiver")
+        summary[f"{kind}_producer_cpu_s"] = spread(f"burst:{kind}", "cpu_s", "producer")
+        summary[f"{kind}_seconds"] = spread(f"burst:{kind}", "seconds")
+    for kind in ("amid", "peer"):
+        for figure in ("p50_ms", "p99_ms"):
+            summary[f"{kind}_{figure}"] = spread(f"trickle:{kind}", figure)
+    by_run = list(zip(runs.get("burst:limit", []), runs.get("burst:amid", []), strict=False))
+    ratios = [a["events_per_s"] / lim["events_per_s"] for lim, a in by_run]
+    summary["amid_over_limit"] = Spread.of(ratios).as_dict()
+    by_run_peer = list(zip(runs.get("burst:peer", []), runs.get("burst:amid", []), strict=False))
+    summary["amid_over_peer"] = Spread.of(
+        [a["events_per_s"] / p["events_per_s"] for p, a in by_run_peer]
+    ).as_dict()
+    for figure in ("start", "after_1k", "after_burst", "peak"):
+        summary[f"amid_rss_{figure}_mib"] = spread("burst:amid", "rss_mib", figure)
+    summary["amid_idle_core_percent"] = spread("idle:amid", "core_percent")
+    for ledger in ("memory", "sqlite"):
+        for unit in ("wall_us_per_event", "cpu_us_per_event"):
+            summary[f"pipeline_{ledger}_{unit}"] = spread("pipeline:cost", ledger, unit)
+    growth = runs.get("pipeline:growth", [{}])[0]
+    summary["pipeline_growth_rss_mib"] = growth.get("rss_mib", {})
+    return summary
+
+
+def environment() -> dict[str, str]:
+    """The machine the figures come from."""
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line),
+        "unknown",
+    )
+    memory_kb = int(Path("/proc/meminfo").read_text().split()[1])
+
+    def version(*command: str) -> str:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            return done.stdout.strip()
+        return "unknown"
+
+    peer_lock = json.loads((PEER / "package-lock.json").read_text())["packages"]
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "memory_gib": f"{memory_kb / 2**20:.1f}",
+        "python": sys.version.split()[0],
+        "node": version("node", "--version"),
+        "kernel": os.uname().release,
+        "sqs_consumer": peer_lock["node_modules/sqs-consumer"]["version"],
+        "client_sqs": peer_lock["node_modules/@aws-sdk/client-sqs"]["version"],
+        "fauxqs": peer_lock["node_modules/fauxqs"]["version"],
+        "amid": version(str(AMID), "--version").removeprefix("amid "),
+    }
