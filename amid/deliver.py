@@ -130,5 +130,5 @@ async def deliver(
             handler.name, False, attempts, error.reason, error.retryable, error.retry_after
         )
     metrics.notifications.labels(handler.name, "delivered").inc()
-    log.info("notification delivered", attempt=attempts)
+    log.debug("notification delivered", attempt=attempts)  # "event handled" says it at info
     return DeliveryResult(handler.name, True, attempts)

@@ -77,6 +77,25 @@ class _KeyedLocks:
                 self._locks[key] = (lock, users - 1)
 
 
+class _Batch:
+    """The handlers one delivery runs at once, and which of their successes are recorded."""
+
+    def __init__(self, names: list[str]) -> None:
+        self._running = set(names)
+        self._recorded: set[str] = set()
+
+    def finished(self, name: str) -> bool:
+        """Mark `name` done; True while other handlers of the batch still run."""
+        self._running.discard(name)
+        return bool(self._running)
+
+    def recorded(self, name: str) -> None:
+        self._recorded.add(name)
+
+    def is_recorded(self, name: str) -> bool:
+        return name in self._recorded
+
+
 class Pipeline:
     def __init__(
         self,
@@ -180,24 +199,31 @@ class Pipeline:
             if not claim.done:
                 # Every handler had succeeded, but the event was never marked done.
                 with contextlib.suppress(LedgerUnavailable):
-                    await self._complete(event)
+                    await self._ledger.complete(event.id, self._owner)
             log.info("duplicate event; no handler called", handlers=list(matched))
             return Outcome("duplicate", delete=True, event=event)
 
         image = await self._enrich(event) if self._enricher is not None else {}
         notification = Notification(event, image)
+        batch = _Batch(pending)
         results = await asyncio.gather(
-            *(self._deliver_one(runtime, name, notification, log) for name in pending)
+            *(self._deliver_one(runtime, name, notification, batch, log) for name in pending)
         )
         if all(result.delivered for result in results):
             try:
-                await self._complete(event)
+                # The last success is recorded together with the done mark: one ledger write.
+                unrecorded = [r.handler for r in results if not batch.is_recorded(r.handler)]
+                await self._ledger.complete(event.id, self._owner, delivered=unrecorded)
             except LedgerUnavailable as error:
                 return self._ledger_down(log, "complete", error, event, retry_delay)
             self._observe_lag(event)
             log.info("event handled", handlers=list(pending))
             return Outcome("handled", delete=True, event=event, results=tuple(results))
 
+        results = [
+            result if batch.is_recorded(result.handler) else await self._record(event, result, log)
+            for result in results
+        ]
         with contextlib.suppress(LedgerUnavailable):
             await self._ledger.release(event.id, self._owner)
         failed = [result.handler for result in results if not result.delivered]
@@ -215,7 +241,7 @@ class Pipeline:
         )
 
     async def _deliver_one(
-        self, runtime: Runtime, name: str, notification: Notification, log: Any
+        self, runtime: Runtime, name: str, notification: Notification, batch: _Batch, log: Any
     ) -> DeliveryResult:
         handler_config = runtime.handler_configs[name]
         result = await deliver(
@@ -226,20 +252,32 @@ class Pipeline:
             metrics=self._metrics,
             log=log,
         )
-        if result.delivered:
-            try:
-                await self._ledger.record_delivery(notification.event.id, name, self._owner)
-            except LedgerUnavailable as error:
-                self.ledger_ok = False
-                self._metrics.ledger_errors.labels("record_delivery").inc()
-                log.error(
-                    "delivered, but the ledger could not record it", handler=name, error=str(error)
-                )
-                return DeliveryResult(name, False, result.attempts, "ledger_unavailable")
+        if batch.finished(name) and result.delivered:
+            # Others still run: record this success now, so a crash before they finish
+            # cannot make a redelivery call this handler again.
+            result = await self._record(notification.event, result, log)
+            if result.delivered:
+                batch.recorded(name)
         return result
 
-    async def _complete(self, event: AmiStateChange) -> None:
-        await self._ledger.complete(event.id, self._owner)
+    async def _record(
+        self, event: AmiStateChange, result: DeliveryResult, log: Any
+    ) -> DeliveryResult:
+        """Record a success not recorded yet; a success the ledger cannot keep counts as failed."""
+        if not result.delivered:
+            return result
+        try:
+            await self._ledger.record_delivery(event.id, result.handler, self._owner)
+        except LedgerUnavailable as error:
+            self.ledger_ok = False
+            self._metrics.ledger_errors.labels("record_delivery").inc()
+            log.error(
+                "delivered, but the ledger could not record it",
+                handler=result.handler,
+                error=str(error),
+            )
+            return DeliveryResult(result.handler, False, result.attempts, "ledger_unavailable")
+        return result
 
     async def _enrich(self, event: AmiStateChange) -> Mapping[str, Any]:
         assert self._enricher is not None  # noqa: S101 - checked by the caller

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -43,8 +44,9 @@ class Ledger(Protocol):
         """Record that `handler` succeeded for the event; raises LeaseLost when not held."""
         ...
 
-    async def complete(self, event_id: str, owner: str) -> None:
-        """Every matching handler succeeded: mark the event done and drop the lease."""
+    async def complete(self, event_id: str, owner: str, delivered: Collection[str] = ()) -> None:
+        """Every matching handler succeeded: record `delivered` (the handlers not recorded yet),
+        mark the event done and drop the lease, in one step; LeaseLost when not held."""
         ...
 
     async def release(self, event_id: str, owner: str) -> None:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from functools import partial
 from typing import Any
 
@@ -324,44 +324,53 @@ class DynamoLedger:
                             "ExpressionAttributeValues": values,
                         }
                     },
-                    {
-                        "Put": {
-                            "TableName": self._table,
-                            "Item": {
-                                **self._key(event_id, HANDLER_PREFIX + handler),
-                                "owner": {"S": owner},
-                                TTL_ATTRIBUTE: _epoch(now + self._ttl),
-                            },
-                        }
-                    },
+                    self._handler_put(event_id, handler, owner, now),
                 ],
             )
         except _ConditionFailed as refused:
             raise LeaseLost(f"lease on {event_id} is no longer held by {owner}") from refused
 
-    async def complete(self, event_id: str, owner: str) -> None:
+    def _handler_put(self, event_id: str, handler: str, owner: str, now: float) -> dict[str, Any]:
+        """The transaction entry that records one handler's success."""
+        return {
+            "Put": {
+                "TableName": self._table,
+                "Item": {
+                    **self._key(event_id, HANDLER_PREFIX + handler),
+                    "owner": {"S": owner},
+                    TTL_ATTRIBUTE: _epoch(now + self._ttl),
+                },
+            }
+        }
+
+    async def complete(self, event_id: str, owner: str, delivered: Collection[str] = ()) -> None:
         now = self._clock()
         condition, values = self._held_condition(now, owner)
+        done = {
+            "TableName": self._table,
+            "Key": self._key(event_id),
+            "UpdateExpression": "SET #done = :true, #lease = :zero, #exp = :exp REMOVE #owner",
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {
+                "#owner": "owner",
+                "#lease": "lease_until",
+                "#done": "done",
+                "#exp": TTL_ATTRIBUTE,
+            },
+            "ExpressionAttributeValues": {
+                **values,
+                ":true": {"BOOL": True},
+                ":zero": _n(0),
+                ":exp": _epoch(now + self._ttl),
+            },
+        }
         try:
-            await self._call(
-                "update_item",
-                TableName=self._table,
-                Key=self._key(event_id),
-                UpdateExpression="SET #done = :true, #lease = :zero, #exp = :exp REMOVE #owner",
-                ConditionExpression=condition,
-                ExpressionAttributeNames={
-                    "#owner": "owner",
-                    "#lease": "lease_until",
-                    "#done": "done",
-                    "#exp": TTL_ATTRIBUTE,
-                },
-                ExpressionAttributeValues={
-                    **values,
-                    ":true": {"BOOL": True},
-                    ":zero": _n(0),
-                    ":exp": _epoch(now + self._ttl),
-                },
-            )
+            if delivered:
+                # The last handlers' records and the done mark succeed or fail together.
+                puts = [self._handler_put(event_id, h, owner, now) for h in delivered]
+                await self._call("transact_write_items", TransactItems=[{"Update": done}, *puts])
+            else:
+                await self._call("update_item", **done)
         except _ConditionFailed as refused:
             raise LeaseLost(f"lease on {event_id} is no longer held by {owner}") from refused
 

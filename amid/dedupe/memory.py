@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from amid.dedupe.base import Claim, LeaseLost
@@ -70,8 +70,9 @@ class MemoryLedger:
     async def record_delivery(self, event_id: str, handler: str, owner: str) -> None:
         self._held(event_id, owner).delivered.add(handler)
 
-    async def complete(self, event_id: str, owner: str) -> None:
+    async def complete(self, event_id: str, owner: str, delivered: Collection[str] = ()) -> None:
         record = self._held(event_id, owner)
+        record.delivered.update(delivered)
         record.done, record.owner = True, None
 
     async def release(self, event_id: str, owner: str) -> None:

@@ -1,17 +1,22 @@
 """SQLite ledger: the default; survives restarts of a single host.
 
-All statements run on one worker thread, so a locked or slow file never
-blocks the event loop. Several processes on one host may share the file:
+Statements run on the event loop when the file is free: with WAL and
+synchronous=NORMAL a transaction takes microseconds and never waits for the
+disk. When another connection holds the lock (a second amid on the host, an
+operator's sqlite3 shell), that connection answers "busy" at once and the
+transaction moves to a worker thread, which waits up to `busy_timeout`; a
+locked file never blocks the loop. Several processes may share the file:
 claims are taken inside `BEGIN IMMEDIATE` transactions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -38,6 +43,9 @@ CREATE INDEX IF NOT EXISTS deliveries_expiry ON deliveries (expires_at);
 """
 
 _PURGE_EVERY = 60.0
+_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+Body = Callable[[sqlite3.Connection, float], _T]
 
 
 class SqliteLedger:
@@ -53,8 +61,10 @@ class SqliteLedger:
         self._clock = clock
         self._busy_timeout = busy_timeout
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amid-sqlite")
-        self._db: sqlite3.Connection | None = None
+        self._inline: sqlite3.Connection | None = None  # the loop's: never waits for a lock
+        self._waiting: sqlite3.Connection | None = None  # the worker's: waits busy_timeout
         self._next_purge = 0.0
+        self._purging: Future[None] | None = None
         self._closed = False
 
     @classmethod
@@ -64,53 +74,87 @@ class SqliteLedger:
         """Open (creating the file and schema); raises LedgerUnavailable if the path is unusable."""
         ledger = cls(path, ttl, clock)
         try:
-            await ledger._run(ledger._connect)
-        except LedgerUnavailable:
+            await asyncio.get_running_loop().run_in_executor(ledger._executor, ledger._connect)
+        except sqlite3.Error as error:
             await ledger.aclose()
-            raise
+            raise LedgerUnavailable(f"sqlite ledger {path}: {error}") from error
         return ledger
 
     def _connect(self) -> None:
+        waiting = self._open_connection(self._busy_timeout)
+        try:
+            waiting.executescript(_SCHEMA)
+            inline = self._open_connection(0.0)
+            # Checkpoints write the WAL back to the file: the worker does that, not the loop.
+            inline.execute("PRAGMA wal_autocheckpoint=0")
+        except sqlite3.Error:
+            waiting.close()
+            raise
+        self._waiting, self._inline = waiting, inline
+
+    def _open_connection(self, timeout: float) -> sqlite3.Connection:
         db = sqlite3.connect(
-            self._path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+            self._path, timeout=timeout, isolation_level=None, check_same_thread=False
         )
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
         except sqlite3.Error:
             db.close()
             raise
-        self._db = db
+        return db
 
-    async def _run(self, function: Callable[[], _T]) -> _T:
+    def _run_transaction(self, db: sqlite3.Connection | None, body: Body[_T]) -> _T:
+        if db is None:
+            raise LedgerUnavailable("the ledger is closed")
+        now = self._clock()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(db, now)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return result
+
+    async def _transact(self, body: Body[_T]) -> _T:
         if self._closed:
             raise LedgerUnavailable("the ledger is closed")
+        try:
+            result = self._run_transaction(self._inline, body)
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode not in _BUSY_CODES:
+                raise LedgerUnavailable(f"sqlite ledger {self._path}: {error}") from error
+        except sqlite3.Error as error:
+            raise LedgerUnavailable(f"sqlite ledger {self._path}: {error}") from error
+        else:
+            self._purge_when_due()
+            return result
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, function)
+            return await loop.run_in_executor(
+                self._executor, self._run_transaction, self._waiting, body
+            )
         except sqlite3.Error as error:
             raise LedgerUnavailable(f"sqlite ledger {self._path}: {error}") from error
 
-    def _transaction(self, body: Callable[[sqlite3.Connection, float], _T]) -> Callable[[], _T]:
-        def run() -> _T:
-            db = self._db
-            assert db is not None  # noqa: S101 - opened in open()
-            now = self._clock()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                result = body(db, now)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            if now >= self._next_purge:
-                self._next_purge = now + _PURGE_EVERY
-                db.execute("DELETE FROM events WHERE expires_at <= ?", (now,))
-                db.execute("DELETE FROM deliveries WHERE expires_at <= ?", (now,))
-            return result
+    def _purge_when_due(self) -> None:
+        now = self._clock()
+        if now < self._next_purge or (self._purging is not None and not self._purging.done()):
+            return
+        self._next_purge = now + _PURGE_EVERY
+        self._purging = self._executor.submit(self._purge, now)
 
-        return run
+    def _purge(self, now: float) -> None:
+        """Forget expired events and write the WAL back, on the worker thread."""
+        db = self._waiting
+        if db is None:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("DELETE FROM events WHERE expires_at <= ?", (now,))
+            db.execute("DELETE FROM deliveries WHERE expires_at <= ?", (now,))
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def claim(self, event_id: str, owner: str, lease: float) -> Claim | None:
         def body(db: sqlite3.Connection, now: float) -> Claim | None:
@@ -138,7 +182,7 @@ class SqliteLedger:
             )
             return Claim(delivered)
 
-        return await self._run(self._transaction(body))
+        return await self._transact(body)
 
     @staticmethod
     def _holds(db: sqlite3.Connection, event_id: str, owner: str, now: float) -> bool:
@@ -157,7 +201,7 @@ class SqliteLedger:
             )
             return True
 
-        return await self._run(self._transaction(body))
+        return await self._transact(body)
 
     async def record_delivery(self, event_id: str, handler: str, owner: str) -> None:
         def body(db: sqlite3.Connection, now: float) -> None:
@@ -169,19 +213,24 @@ class SqliteLedger:
                 (event_id, handler, now + self._ttl),
             )
 
-        await self._run(self._transaction(body))
+        await self._transact(body)
 
-    async def complete(self, event_id: str, owner: str) -> None:
+    async def complete(self, event_id: str, owner: str, delivered: Collection[str] = ()) -> None:
         def body(db: sqlite3.Connection, now: float) -> None:
             if not self._holds(db, event_id, owner, now):
                 raise LeaseLost(f"lease on {event_id} is no longer held by {owner}")
+            db.executemany(
+                "INSERT OR REPLACE INTO deliveries (event_id, handler, expires_at)"
+                " VALUES (?, ?, ?)",
+                [(event_id, handler, now + self._ttl) for handler in delivered],
+            )
             db.execute(
                 "UPDATE events SET done = 1, owner = NULL, lease_until = 0, expires_at = ?"
                 " WHERE event_id = ?",
                 (now + self._ttl, event_id),
             )
 
-        await self._run(self._transaction(body))
+        await self._transact(body)
 
     async def release(self, event_id: str, owner: str) -> None:
         def body(db: sqlite3.Connection, now: float) -> None:
@@ -190,13 +239,19 @@ class SqliteLedger:
                 (event_id, owner),
             )
 
-        await self._run(self._transaction(body))
+        await self._transact(body)
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
-        db, self._db = self._db, None
-        if db is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, db.close)
+        inline, waiting = self._inline, self._waiting
+        self._inline = self._waiting = None
+
+        def close() -> None:
+            for db in (inline, waiting):
+                if db is not None:
+                    db.close()
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, close)
         self._executor.shutdown(wait=False)
