@@ -235,11 +235,14 @@ class Heartbeat:
         due = [m for m in self._messages.values() if now - m.extended_at >= self._visibility / 2]
         if not due:
             return
-        await self._source.extend(due, self._visibility)
-        if self._extend_lease is not None:
-            for message in due:
-                if message.event_id is not None:
-                    await self._extend_lease(message.event_id)
+        leases = [m.event_id for m in due if m.event_id is not None]
+        if self._extend_lease is not None and leases:
+            await asyncio.gather(
+                self._source.extend(due, self._visibility),
+                *(self._extend_lease(event_id) for event_id in leases),
+            )
+        else:
+            await self._source.extend(due, self._visibility)
 
 
 async def approximate_count(client: Any, url: str) -> int:

@@ -37,11 +37,16 @@ class Ledger(Protocol):
         ...
 
     async def extend(self, event_id: str, owner: str, lease: float) -> bool:
-        """Renew the lease; False when the owner no longer holds it."""
+        """Renew the lease; False when another owner took the event, or it was released."""
         ...
 
     async def record_delivery(self, event_id: str, handler: str, owner: str) -> None:
-        """Record that `handler` succeeded for the event; raises LeaseLost when not held."""
+        """Record that `handler` succeeded for the event.
+
+        Raises LeaseLost when another owner has claimed the event since (its lease had
+        lapsed) or it was released: a stale owner never records over another's work. A
+        lapsed lease that nobody took over is still this owner's.
+        """
         ...
 
     async def complete(self, event_id: str, owner: str, delivered: Collection[str] = ()) -> None:

@@ -278,8 +278,10 @@ class DynamoLedger:
         return Claim(delivered)
 
     def _held_condition(self, now: float, owner: str) -> tuple[str, dict[str, Any]]:
+        # Held = still ours: a lapsed lease nobody took over is still ours to record on;
+        # a competing claim replaces the owner, and then every write here is refused.
         return (
-            "#owner = :me AND #lease > :now AND #exp > :now",
+            "#owner = :me AND #exp > :now",
             {":me": {"S": owner}, ":now": _n(now)},
         )
 
@@ -316,11 +318,7 @@ class DynamoLedger:
                             "TableName": self._table,
                             "Key": self._key(event_id),
                             "ConditionExpression": condition,
-                            "ExpressionAttributeNames": {
-                                "#owner": "owner",
-                                "#lease": "lease_until",
-                                "#exp": TTL_ATTRIBUTE,
-                            },
+                            "ExpressionAttributeNames": {"#owner": "owner", "#exp": TTL_ATTRIBUTE},
                             "ExpressionAttributeValues": values,
                         }
                     },

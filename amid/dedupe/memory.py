@@ -55,7 +55,8 @@ class MemoryLedger:
     def _held(self, event_id: str, owner: str) -> _Record:
         now = self._clock()
         record = self._live(event_id, now)
-        if record is None or record.owner != owner or record.lease_until <= now:
+        # Held = still ours: a lapsed lease nobody took over is still ours to record on.
+        if record is None or record.owner != owner:
             raise LeaseLost(f"lease on {event_id} is no longer held by {owner}")
         return record
 

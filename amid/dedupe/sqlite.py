@@ -187,7 +187,8 @@ class SqliteLedger:
     @staticmethod
     def _holds(db: sqlite3.Connection, event_id: str, owner: str, now: float) -> bool:
         row = db.execute(
-            "SELECT 1 FROM events WHERE event_id = ? AND owner = ? AND lease_until > ?",
+            # Held = still ours: a lapsed lease nobody took over is still ours to record on.
+            "SELECT 1 FROM events WHERE event_id = ? AND owner = ? AND expires_at > ?",
             (event_id, owner, now),
         ).fetchone()
         return row is not None

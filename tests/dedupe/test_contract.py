@@ -116,6 +116,19 @@ class TestDelivery:
         await ledger.release(EVENT, "b")
         assert await ledger.claim(EVENT, "c", LEASE) == Claim(frozenset())
 
+    async def test_a_lapsed_lease_nobody_took_over_still_records(
+        self, ledger: Ledger, clock: FakeClock
+    ) -> None:
+        # A slow store or a long handler can outlive the lease; unless another owner
+        # claimed the event since, the success is still this owner's to record.
+        await ledger.claim(EVENT, "a", LEASE)
+        clock.advance(LEASE + 1)
+        await ledger.record_delivery(EVENT, "slack", "a")
+        await ledger.complete(EVENT, "a", delivered=["sns"])
+        assert await ledger.claim(EVENT, "b", LEASE) == Claim(
+            frozenset({"slack", "sns"}), done=True
+        )
+
     async def test_records_of_different_events_do_not_mix(self, ledger: Ledger) -> None:
         await ledger.claim(EVENT, "a", LEASE)
         await ledger.claim(OTHER_EVENT, "a", LEASE)
