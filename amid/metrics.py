@@ -83,7 +83,9 @@ class Metrics:
             "amid_queue_messages", "Approximate queue depth.", ["queue", "kind"], registry=r
         )
         self.ready = Gauge(
-            "amid_ready", "1 while /readyz answers 200: receiving, ledger answering, not draining.", registry=r
+            "amid_ready",
+            "1 while /readyz answers 200: receiving, ledger answering, not draining.",
+            registry=r,
         )
         self.config_reloads = Counter(
             "amid_config_reloads_total", "SIGHUP reloads.", ["outcome"], registry=r
