@@ -43,6 +43,7 @@ CREATE INDEX IF NOT EXISTS deliveries_expiry ON deliveries (expires_at);
 """
 
 _PURGE_EVERY = 60.0
+_CHECKPOINT_EVERY = 1000  # inline commits
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 Body = Callable[[sqlite3.Connection, float], _T]
@@ -65,6 +66,7 @@ class SqliteLedger:
         self._waiting: sqlite3.Connection | None = None  # the worker's: waits busy_timeout
         self._next_purge = 0.0
         self._purging: Future[None] | None = None
+        self._commits = 0
         self._closed = False
 
     @classmethod
@@ -140,21 +142,36 @@ class SqliteLedger:
             raise LedgerUnavailable(f"sqlite ledger {self._path}: {error}") from error
 
     def _purge_when_due(self) -> None:
+        """After an inline commit: now and then, purge and checkpoint on the worker."""
+        self._commits += 1
         now = self._clock()
-        if now < self._next_purge or (self._purging is not None and not self._purging.done()):
+        if self._purging is not None and not self._purging.done():
             return
-        self._next_purge = now + _PURGE_EVERY
-        self._purging = self._executor.submit(self._purge, now)
+        if now >= self._next_purge:
+            self._next_purge = now + _PURGE_EVERY
+            self._commits = 0
+            self._purging = self._executor.submit(self._purge, now)
+        elif self._commits >= _CHECKPOINT_EVERY:
+            # The inline connection never checkpoints; keep the WAL (and its index) small.
+            self._commits = 0
+            self._purging = self._executor.submit(self._checkpoint)
 
     def _purge(self, now: float) -> None:
-        """Forget expired events and write the WAL back, on the worker thread."""
+        """Forget expired events, then checkpoint, on the worker thread."""
         db = self._waiting
         if db is None:
             return
         with contextlib.suppress(sqlite3.Error):
             db.execute("DELETE FROM events WHERE expires_at <= ?", (now,))
             db.execute("DELETE FROM deliveries WHERE expires_at <= ?", (now,))
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Write the WAL back into the database file (PASSIVE: writers go on meanwhile)."""
+        db = self._waiting
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def claim(self, event_id: str, owner: str, lease: float) -> Claim | None:
         def body(db: sqlite3.Connection, now: float) -> Claim | None:
