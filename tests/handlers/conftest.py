@@ -22,6 +22,7 @@ from amid.config import parse_config
 from amid.events import AmiStateChange
 from amid.handlers import Handler, HandlerResources, Notification, build_handler
 from amid.metrics import Metrics
+from tests.local_http import serve
 from tests.moto_server import free_port
 
 HERE = Path(__file__).parent
@@ -132,14 +133,7 @@ class Receiver:
         return web.Response(status=reply.status, text=reply.body, headers=reply.headers)
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._runner, self.url = await serve(self._handle)
 
     async def stop(self) -> None:
         self.released.set()

@@ -38,6 +38,7 @@ from tests.helpers import (
     running_daemon,
     wait_for,
 )
+from tests.local_http import serve
 from tests.moto_server import free_port
 
 pytestmark = pytest.mark.slow
@@ -197,11 +198,7 @@ class PhasedReceiver:
 
     async def start(self) -> None:
         self._release.clear()
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self._runner, _ = await serve(self._handle, self.port, shutdown_timeout=1)
 
     async def stop(self) -> None:
         self._release.set()

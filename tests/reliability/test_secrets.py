@@ -22,12 +22,14 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
 from amid.config import parse_config
 from tests.helpers import config_yaml, event_body, make_queue, running_daemon, wait_for
+from tests.local_http import serve
 from tests.moto_server import free_port
 
 MARK = "s3cr3t-XYZ"
@@ -67,14 +69,7 @@ class EchoReceiver:
         return web.Response(status=status, text=echo, headers=headers)
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._runner, self.url = await serve(self._handle)
 
     async def stop(self) -> None:
         self._released.set()
@@ -333,14 +328,7 @@ async def test_a_secret_cut_by_the_excerpt_limit_is_not_shown_in_part(
     async def padded(request: web.Request) -> web.Response:
         return web.Response(status=403, text=page)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", padded)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    import aiohttp
+    runner, padded_url = await serve(padded)
 
     try:
         async with aiohttp.ClientSession() as session:
@@ -348,7 +336,7 @@ async def test_a_secret_cut_by_the_excerpt_limit_is_not_shown_in_part(
                 await amid_http.deliver(
                     session,
                     method="POST",
-                    url=url.replace(echo.url, f"http://127.0.0.1:{port}"),
+                    url=url.replace(echo.url, padded_url),
                     body=b"{}",
                     headers={},
                     what="slack webhook",
