@@ -9,6 +9,13 @@ from amid import __version__
 INVALID_REASONS = ("not_json", "not_object", "no_id", "no_detail", "bad_envelope", "bad_field")
 EVENT_OUTCOMES = ("handled", "duplicate", "ignored", "retry", "deferred")
 STATES = ("available", "failed", "deregistered", "disabled", "other")
+SQS_OPERATIONS = (
+    "ReceiveMessage",
+    "DeleteMessageBatch",
+    "ChangeMessageVisibility",
+    "ChangeMessageVisibilityBatch",
+    "GetQueueAttributes",
+)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _LAG_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
@@ -111,6 +118,9 @@ class Metrics:
                 self.events.labels(state, outcome)
         for outcome in ("success", "failure"):
             self.config_reloads.labels(outcome)
+        for operation in SQS_OPERATIONS:
+            for outcome in ("success", "error"):
+                self.sqs_requests.labels(operation, outcome)
 
     def prime_handler(self, name: str) -> None:
         for outcome in ("delivered", "failed"):

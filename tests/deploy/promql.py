@@ -100,13 +100,18 @@ def alert_test_series() -> list[str]:
 
 
 def exported_names(registry: CollectorRegistry) -> set[str]:
-    """Every sample name the registry can expose, read from its text exposition.
+    """Every sample name the registry can expose, read from its text exposition."""
+    return names_in_exposition(generate_latest(registry).decode())
+
+
+def names_in_exposition(text: str) -> set[str]:
+    """Every sample name a /metrics text can carry.
 
     Labelled series without children print only `# TYPE`, so names come from those lines:
     a histogram exposes `_bucket`, `_sum` and `_count`, a counter its `_total` name.
     """
     names: set[str] = set()
-    for line in generate_latest(registry).decode().splitlines():
+    for line in text.splitlines():
         if not line.startswith("# TYPE "):
             continue
         _, _, name, kind = line.split(" ", 3)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import aiohttp
 import pytest
 
 from amid.metrics import Metrics
@@ -13,7 +17,9 @@ from tests.deploy.promql import (
     dashboard_variable_queries,
     exported_names,
     metric_names,
+    names_in_exposition,
 )
+from tests.helpers import hook_handler, make_config, make_queue, running_daemon
 
 # Prometheus's own series, present for every scrape target.
 PROMETHEUS_NAMES = {"up"}
@@ -125,3 +131,18 @@ class TestAlerts:
             "AmidDeadLetterQueueNotEmpty",
             "AmidEventLagHigh",
         }
+
+
+class TestAgainstALiveDaemon:
+    async def test_every_name_the_dashboard_and_alerts_use_is_served_by_a_running_amid(
+        self, sqs: Any, moto_url: str, tmp_path: Path
+    ) -> None:
+        queue, _ = await make_queue(sqs)
+        config = make_config(queue, moto_url, hook_handler(tmp_path / "calls.jsonl"))
+        async with running_daemon(config) as daemon, aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{daemon.metrics_port}/metrics"
+            async with http.get(url) as response:
+                text = await response.text()
+        served = names_in_exposition(text) | PROMETHEUS_NAMES
+        used = _names(dashboard_queries()) | _names([rule["expr"] for rule in alert_rules()])
+        assert used <= served, f"not served by a live amid: {sorted(used - served)}"
