@@ -195,11 +195,16 @@ class Pipeline:
         log: Any,
     ) -> Outcome:
         pending = [name for name in matched if name not in claim.delivered]
-        if claim.done or not pending:
-            if not claim.done:
-                # Every handler had succeeded, but the event was never marked done.
-                with contextlib.suppress(LedgerUnavailable):
-                    await self._ledger.complete(event.id, self._owner)
+        if claim.done:
+            log.info("duplicate event; no handler called", handlers=list(matched))
+            return Outcome("duplicate", delete=True, event=event)
+        if not pending:
+            with contextlib.suppress(LedgerUnavailable):
+                await self._ledger.complete(event.id, self._owner)
+            if not matched:
+                log.info("no handler matches the event")
+                return Outcome("handled", delete=True, event=event)
+            # Every handler had succeeded before, but the event was never marked done.
             log.info("duplicate event; no handler called", handlers=list(matched))
             return Outcome("duplicate", delete=True, event=event)
 

@@ -103,3 +103,27 @@ async def test_a_duplicate_calls_nothing_and_writes_nothing():
     assert outcome.label == "duplicate" and outcome.delete
     assert handler.sent == 1
     assert ledger.writes == [("complete", ("a",))]
+
+
+async def test_an_event_no_handler_matches_is_handled_not_a_duplicate():
+    ledger = SpyLedger()
+    config = parse_config(
+        json.dumps(
+            {
+                "queue": {"url": "https://sqs.us-east-1.amazonaws.com/1/q"},
+                "handlers": [
+                    {"name": "a", "type": "console", "match": {"detail": {"State": ["failed"]}}}
+                ],
+            }
+        ),
+        env={},
+    )
+    handler = GatedHandler("a")
+    runtime = Runtime(config, Router(config.handlers), {"a": handler})
+    pipeline = Pipeline(ledger=ledger, metrics=Metrics(), owner="me", lease=30)
+    body = json.dumps(synthetic_event("available"))
+    first = await pipeline.process(body, runtime)
+    second = await pipeline.process(body, runtime)
+    assert (first.label, first.delete) == ("handled", True)
+    assert (second.label, second.delete) == ("duplicate", True)
+    assert handler.sent == 0
