@@ -175,8 +175,9 @@ def _report(registry: Any, dead_letters: int) -> None:
         extra = f", {duplicate} duplicate copy dropped" if duplicate else ""
         print(f"  {state:<13} delivered {handled}x{extra}")
     print(
-        f"  invalid       counted {value('amid_messages_invalid_total', reason='not_json')}x "
-        f"(reason not_json), kept for the redrive policy: {dead_letters} in the dead-letter queue"
+        f"  invalid       counted on each of its "
+        f"{value('amid_messages_invalid_total', reason='not_json')} receives (reason not_json), "
+        f"left for the redrive policy: {dead_letters} in the dead-letter queue"
     )
     print("\n▶ final metrics (non-zero amid_* samples)")
     for metric in registry.collect():
