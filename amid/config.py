@@ -391,6 +391,7 @@ class Config(_Model):
             "queue": self.queue,
             "dedupe": self.dedupe,
             "metrics": self.metrics,
+            "enrich": self.enrich,
             "shutdown_timeout": self.shutdown_timeout,
         }
 
