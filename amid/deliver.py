@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,6 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
 
 from amid.config import RetryConfig
@@ -46,17 +46,20 @@ class _BackoffHonouringRetryAfter:
     """Exponential backoff with jitter, never shorter than the destination's Retry-After."""
 
     def __init__(self, retry: RetryConfig) -> None:
-        self._backoff = wait_exponential_jitter(
-            multiplier=retry.initial_backoff, max=retry.max_backoff, jitter=retry.initial_backoff
-        )
+        self._initial = retry.initial_backoff
         self._max = retry.max_backoff
 
-    def __call__(self, state: RetryCallState) -> float:
-        delay = min(float(self._backoff(state)), self._max)
-        error = state.outcome.exception() if state.outcome else None
+    def delay(self, failed_tries: int, error: BaseException | None) -> float:
+        jitter = random.uniform(0, self._initial)  # noqa: S311 - spreading retries, not crypto
+        delay: float = min(self._initial * 2.0 ** (failed_tries - 1) + jitter, self._max)
         if isinstance(error, HandlerError) and error.retry_after is not None:
             delay = max(delay, error.retry_after)
         return delay
+
+    def after(self, state: RetryCallState) -> float:
+        """tenacity's wait, for the tries after the first (see deliver)."""
+        error = state.outcome.exception() if state.outcome else None
+        return self.delay(state.attempt_number + 1, error)
 
 
 async def deliver(
@@ -107,15 +110,22 @@ async def deliver(
             metrics.handler_attempts.labels(handler.name, outcome).inc()
             metrics.handler_duration.labels(handler.name).observe(time.perf_counter() - started)
 
+    backoff = _BackoffHonouringRetryAfter(retry)
     try:
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(retry.attempts),
-            wait=_BackoffHonouringRetryAfter(retry),
-            retry=retry_if_exception(_retry_worthwhile),
-            reraise=True,
-        ):
-            with attempt:
-                await one_try()
+        try:
+            await one_try()  # the common case pays for no retry machinery
+        except HandlerError as first:
+            if retry.attempts == 1 or not _retry_worthwhile(first):
+                raise
+            await asyncio.sleep(backoff.delay(1, first))
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(retry.attempts - 1),
+                wait=backoff.after,
+                retry=retry_if_exception(_retry_worthwhile),
+                reraise=True,
+            ):
+                with attempt:
+                    await one_try()
     except HandlerError as error:
         metrics.notifications.labels(handler.name, "failed").inc()
         metrics.notification_failures.labels(handler.name, error.reason).inc()
