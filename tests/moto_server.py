@@ -23,19 +23,19 @@ def free_port() -> int:
 class MotoServer:
     """A running `moto_server`; `url` is its endpoint."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, log: Path | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log or Path(os.environ.get("AMID_TEST_TMP", "/tmp")) / f"moto-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+
     def start(self, timeout: float = 30.0) -> None:
-        log = Path(os.environ.get("AMID_TEST_TMP", "/tmp")) / f"moto-{self.port}.log"
+        log = self.log
         with log.open("wb") as output:  # the child keeps its own copy of the descriptor
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
+            self.process = subprocess.Popen(self.command(), stdout=output, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

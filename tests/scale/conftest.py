@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,8 +13,16 @@ from aiobotocore.session import get_session
 
 from tests.conftest import REGION
 from tests.harness import Receiver, flush_reports
-from tests.moto_server import free_port
-from tests.scale.dynamodb_server import DynamoDBServer
+from tests.moto_server import MotoServer, free_port
+
+DYNAMODB_SERVER = Path(__file__).with_name("dynamodb_server.py")
+
+
+class DynamoDBServer(MotoServer):
+    """tests/scale/dynamodb_server.py as a subprocess on 127.0.0.1; `url` is its endpoint."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(DYNAMODB_SERVER), str(self.port)]
 
 
 @pytest.fixture

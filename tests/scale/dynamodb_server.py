@@ -12,20 +12,14 @@ keep-alive) but handled one at a time, under one lock, so each call is atomic
 as DynamoDB's conditional writes are; moto's threaded server can interleave two
 conditional writes on one item.
 
-Run as `python tests/scale/dynamodb_server.py PORT`; `DynamoDBServer` does that.
+Run as `python tests/scale/dynamodb_server.py PORT`; `DynamoDBServer` in conftest.py does that.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
 import sys
 import threading
-import time
-import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 
@@ -138,45 +132,6 @@ def serve(port: int) -> None:
             return list(app(environ, start_response))
 
     run_simple("127.0.0.1", port, one_at_a_time, threaded=True, request_handler=MotoRequestHandler)
-
-
-class DynamoDBServer:
-    """The server above as a subprocess on 127.0.0.1; `url` is its endpoint."""
-
-    def __init__(self, port: int, log: Path) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self._log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @contextlib.contextmanager
-    def running(self, timeout: float = 30.0) -> Iterator[DynamoDBServer]:
-        with self._log.open("wb") as output:
-            self.process = subprocess.Popen(
-                [sys.executable, __file__, str(self.port)], stdout=output, stderr=subprocess.STDOUT
-            )
-        try:
-            self._wait(timeout)
-            yield self
-        finally:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def _wait(self, timeout: float) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"DynamoDB server exited; see {self._log}")
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1).close()  # noqa: S310
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"DynamoDB server did not start in {timeout}s; see {self._log}")
 
 
 if __name__ == "__main__":
