@@ -317,15 +317,7 @@ async def test_a_locked_sqlite_store_leaves_events_on_the_queue_until_it_is_rele
     events = [synthetic_event("available", f"ami-{i:017x}") for i in range(2)]
     async with running_daemon(config) as daemon:
         registry = daemon.metrics.registry
-        locker = subprocess.Popen(
-            [sys.executable, "-c", LOCKER, str(store)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert locker.stdout is not None
-            assert await asyncio.to_thread(locker.stdout.readline) == "locked\n"
+        async with _locked(store):
             await _send(sqs, queue, events)
             await wait_for(
                 lambda: _sample(registry, "amid_ledger_errors_total", operation="claim") >= 2,
@@ -335,12 +327,6 @@ async def test_a_locked_sqlite_store_leaves_events_on_the_queue_until_it_is_rele
             assert await queue_count(sqs, queue) == len(events), "nothing was acknowledged"
             assert _sample(registry, "amid_messages_deleted_total") == 0
             assert daemon.health.live
-        finally:
-            assert locker.stdin is not None
-            locker.stdin.close()
-            await asyncio.to_thread(locker.wait, 30)
-            assert locker.stdout is not None
-            locker.stdout.close()
 
         async def drained() -> bool:
             return await queue_count(sqs, queue) == 0
@@ -363,15 +349,7 @@ async def test_readyz_is_503_while_the_dedupe_store_is_locked(
     )
     async with running_daemon(config) as daemon:
         registry = daemon.metrics.registry
-        locker = subprocess.Popen(
-            [sys.executable, "-c", LOCKER, str(store)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert locker.stdout is not None
-            assert await asyncio.to_thread(locker.stdout.readline) == "locked\n"
+        async with _locked(store):
             await _send(sqs, queue, [synthetic_event("available", "ami-00000000000000001")])
             await wait_for(
                 lambda: _sample(registry, "amid_ledger_errors_total", operation="claim") >= 1,
@@ -379,13 +357,26 @@ async def test_readyz_is_503_while_the_dedupe_store_is_locked(
             )
             url = f"http://127.0.0.1:{daemon.metrics_port}/readyz"
             status = await asyncio.to_thread(_status, url)
-        finally:
-            assert locker.stdin is not None
-            locker.stdin.close()
-            await asyncio.to_thread(locker.wait, 30)
-            assert locker.stdout is not None
-            locker.stdout.close()
     assert status == 503
+
+
+@contextlib.asynccontextmanager
+async def _locked(store: Path) -> AsyncIterator[None]:
+    """Another process holds an exclusive lock on the sqlite store until the block ends."""
+    locker = subprocess.Popen(
+        [sys.executable, "-c", LOCKER, str(store)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert locker.stdin is not None and locker.stdout is not None
+    try:
+        assert await asyncio.to_thread(locker.stdout.readline) == "locked\n"
+        yield
+    finally:
+        locker.stdin.close()
+        await asyncio.to_thread(locker.wait, 30)
+        locker.stdout.close()
 
 
 def _status(url: str) -> int:
