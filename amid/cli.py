@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
-            from amid.demo import run_demo
+            from amid.tools.demo import run_demo
 
             return asyncio.run(run_demo(forever=args.forever))
         config_path: Path = args.config or default_config_path()
@@ -127,7 +127,7 @@ def _run(config: Config, config_path: Path) -> int:
 
 def _check_config(config: Config, path: Path, explain: Path | None) -> int:
     if explain is not None:
-        from amid.explain import explain_routes, format_explanation
+        from amid.tools.explain import explain_routes, format_explanation
 
         try:
             event = json.loads(explain.read_text(encoding="utf-8"))
@@ -158,7 +158,7 @@ def _check_config(config: Config, path: Path, explain: Path | None) -> int:
 
 
 async def _test_event(config: Config, args: argparse.Namespace) -> int:
-    from amid.offline import offline_runtime, synthetic_event, test_event
+    from amid.tools.offline import offline_runtime, synthetic_event, test_event
 
     if args.handler and args.handler not in {h.name for h in config.handlers}:
         print(f"--handler: no handler named {args.handler!r}", file=sys.stderr)
@@ -186,7 +186,7 @@ async def _test_event(config: Config, args: argparse.Namespace) -> int:
 
 
 def _read_bodies(files: Sequence[str]) -> list[str] | None:
-    from amid.offline import bodies_from_text
+    from amid.tools.offline import bodies_from_text
 
     bodies: list[str] = []
     for name in files:
@@ -200,7 +200,7 @@ def _read_bodies(files: Sequence[str]) -> list[str] | None:
 
 
 async def _replay(config: Config, bodies: list[str], no_dedupe: bool) -> int:
-    from amid.offline import offline_runtime, replay
+    from amid.tools.offline import offline_runtime, replay
 
     async with offline_runtime(config) as run:
         outcomes = await replay(run, bodies, use_dedupe=not no_dedupe)
@@ -236,7 +236,7 @@ def _describe_outcome(outcome: Any) -> str:
 
 async def _doctor(config: Config) -> int:
     from amid.aws import AwsClients
-    from amid.doctor import diagnose, report
+    from amid.tools.doctor import diagnose, report
 
     async with AwsClients() as aws:
         text, healthy = report(await diagnose(config, aws))
@@ -246,7 +246,7 @@ async def _doctor(config: Config) -> int:
 
 async def _create_table(config: Config) -> int:
     from amid.aws import AwsClients
-    from amid.dedupe.dynamodb import create_table
+    from amid.store.dynamodb import create_table
 
     async with AwsClients() as aws:
         client = await aws.client("dynamodb", config.queue.resolved_region)

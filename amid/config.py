@@ -26,7 +26,8 @@ from pydantic import (
     model_validator,
 )
 
-from amid import patterns, templates
+from amid import templates
+from amid.pipeline import patterns
 
 DEFAULT_CONFIG_PATH = Path("/etc/amid/amid.yaml")
 MAX_CONFIG_BYTES = 1024 * 1024

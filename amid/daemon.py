@@ -21,16 +21,16 @@ import aiohttp
 
 from amid.aws import AwsClients
 from amid.config import Config, ConfigError, load_config
-from amid.dedupe import Ledger, LedgerUnavailable, open_ledger
-from amid.enrich import ImageEnricher
 from amid.handlers import HandlerResources, build_handler
 from amid.health import Health, HealthServer
 from amid.logs import configure_logging, get_logger
 from amid.metrics import Metrics
-from amid.pipeline import Enricher, Pipeline, Runtime
-from amid.routing import Router
+from amid.pipeline.enrich import ImageEnricher
+from amid.pipeline.process import Enricher, Pipeline, Runtime
+from amid.pipeline.routing import Router
+from amid.pipeline.source import Heartbeat, Message, SqsSource, SqsUnavailable
 from amid.sdnotify import SystemdNotifier, watchdog_interval
-from amid.source import Heartbeat, Message, SqsSource, SqsUnavailable
+from amid.store import Ledger, LedgerUnavailable, open_ledger
 
 
 class StartupError(Exception):

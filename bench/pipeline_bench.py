@@ -26,15 +26,15 @@ from pathlib import Path
 from typing import Any, cast
 
 from amid.config import Config, parse_config
-from amid.dedupe.base import Ledger
-from amid.dedupe.memory import MemoryLedger
-from amid.dedupe.sqlite import SqliteLedger
 from amid.handlers.base import Handler, Notification
 from amid.handlers.webhook import WebhookHandler
 from amid.logs import configure_logging
 from amid.metrics import Metrics
-from amid.pipeline import Pipeline, Runtime
-from amid.routing import Router
+from amid.pipeline.process import Pipeline, Runtime
+from amid.pipeline.routing import Router
+from amid.store.base import Ledger
+from amid.store.memory import MemoryLedger
+from amid.store.sqlite import SqliteLedger
 from bench.common import burst_bodies, proc_sample
 
 CONFIG = """

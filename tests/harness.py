@@ -52,8 +52,8 @@ import yaml
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from amid.dedupe.dynamodb import HANDLER_PREFIX
-from amid.offline import synthetic_event
+from amid.store.dynamodb import HANDLER_PREFIX
+from amid.tools.offline import synthetic_event
 from tests.helpers import make_queue as _make_queue
 from tests.helpers import queue_count
 from tests.moto_server import free_port

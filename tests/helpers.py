@@ -13,8 +13,8 @@ from typing import Any
 
 from amid.config import Config, parse_config
 from amid.daemon import Daemon
-from amid.offline import synthetic_event
-from amid.source import approximate_count
+from amid.pipeline.source import approximate_count
+from amid.tools.offline import synthetic_event
 
 HOOK = Path(__file__).parent / "hooks" / "record_hook.py"
 

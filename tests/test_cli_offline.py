@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from amid.offline import synthetic_event
+from amid.tools.offline import synthetic_event
 from tests.handlers.conftest import Receiver
 
 

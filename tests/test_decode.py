@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from amid.decode import DecodeError, decode
 from amid.events import AmiStateChange, IgnoredEvent
+from amid.pipeline.decode import DecodeError, decode
 
 SEED = Path(__file__).parent.parent.parent / "shared" / "events" / "seed"
 

@@ -8,12 +8,12 @@ import time
 from typing import Any
 
 from amid.config import RetryConfig
-from amid.decode import decode
-from amid.deliver import deliver
 from amid.events import AmiStateChange
 from amid.handlers.base import HandlerError, Notification
 from amid.metrics import Metrics
-from amid.offline import synthetic_event
+from amid.pipeline.decode import decode
+from amid.pipeline.deliver import deliver
+from amid.tools.offline import synthetic_event
 
 
 class ScriptedHandler:

@@ -11,8 +11,8 @@ import pytest
 
 from amid.aws import AwsClients
 from amid.config import Config, parse_config
-from amid.dedupe.dynamodb import create_table
-from amid.doctor import diagnose, report
+from amid.store.dynamodb import create_table
+from amid.tools.doctor import diagnose, report
 
 AMI_PATTERN = {"source": ["aws.ec2"], "detail-type": ["EC2 AMI State Change"]}
 

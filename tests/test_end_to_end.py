@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from amid.offline import synthetic_event
+from amid.tools.offline import synthetic_event
 from tests.helpers import (
     event_body,
     hook_handler,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from amid.config import Config, ConfigError, parse_config
-from amid.explain import RouteExplanation, explain_routes, format_explanation
+from amid.tools.explain import RouteExplanation, explain_routes, format_explanation
 
 SEED = Path("/work/shared/events/seed")
 

@@ -8,12 +8,12 @@ from collections.abc import Collection
 from typing import Any
 
 from amid.config import parse_config
-from amid.dedupe.memory import MemoryLedger
 from amid.handlers.base import Notification
 from amid.metrics import Metrics
-from amid.offline import synthetic_event
-from amid.pipeline import Pipeline, Runtime
-from amid.routing import Router
+from amid.pipeline.process import Pipeline, Runtime
+from amid.pipeline.routing import Router
+from amid.store.memory import MemoryLedger
+from amid.tools.offline import synthetic_event
 
 
 class SpyLedger(MemoryLedger):

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from amid.config import ShellHandlerConfig, parse_config
-from amid.decode import decode
 from amid.events import AmiStateChange
 from amid.handlers.base import HandlerError, Notification
 from amid.handlers.shell import OUTPUT_LIMIT, ShellHandler
 from amid.metrics import Metrics
-from amid.offline import synthetic_event
+from amid.pipeline.decode import decode
+from amid.tools.offline import synthetic_event
 
 
 def handler_for(command: list[str], env: dict[str, str] | None = None) -> ShellHandler:

@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 
 from amid.config import QueueConfig
 from amid.metrics import Metrics
-from amid.source import Message, SqsSource
+from amid.pipeline.source import Message, SqsSource
 from tests.helpers import (
     event_body,
     hook_handler,
@@ -118,8 +118,8 @@ async def test_concurrent_deletes_share_one_batch_call_and_per_entry_failures_ar
 
 
 def test_redelivery_delay_doubles_per_receive_and_is_capped():
-    from amid.dedupe.memory import MemoryLedger
-    from amid.pipeline import Pipeline
+    from amid.pipeline.process import Pipeline
+    from amid.store.memory import MemoryLedger
 
     config = make_config("http://127.0.0.1:1/1/q", "http://127.0.0.1:1", hook_handler(Path("x")))
     config = config.model_copy(

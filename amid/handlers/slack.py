@@ -18,9 +18,8 @@ import aiohttp
 import structlog
 from pydantic import SecretStr
 
-from amid import ratelimit
 from amid.config import Config, SlackHandlerConfig
-from amid.handlers import http
+from amid.handlers import http, ratelimit
 from amid.handlers.base import Notification
 from amid.metrics import Metrics
 from amid.templates import TemplateError, render, template_context

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from amid.offline import synthetic_event
+from amid.tools.offline import synthetic_event
 from tests.deploy.test_deploy_checks import _deploy
 from tests.helpers import hook_handler, make_config, queue_count, records, running_daemon, wait_for
 

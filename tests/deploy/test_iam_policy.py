@@ -46,7 +46,7 @@ import pytest
 from aiobotocore.session import get_session
 
 from amid import __version__
-from amid.dedupe.dynamodb import create_table
+from amid.store.dynamodb import create_table
 from tests.deploy.test_deploy_checks import _deploy, _resolve, _template
 from tests.helpers import event_body, hook_handler, records
 from tests.moto_server import MotoServer

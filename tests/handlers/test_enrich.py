@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 
 from amid.aws import AwsClients
 from amid.config import parse_config
-from amid.enrich import ImageEnricher
+from amid.pipeline.enrich import ImageEnricher
 from tests.handlers.conftest import Receiver
 
 REGION = "us-east-1"

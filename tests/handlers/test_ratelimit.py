@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from amid.ratelimit import RateLimiter, RateLimiterPool
+from amid.handlers.ratelimit import RateLimiter, RateLimiterPool
 
 TOLERANCE = 0.02
 

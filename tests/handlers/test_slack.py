@@ -265,8 +265,8 @@ class TestRateLimit:
         self, make_handler: MakeHandler, receiver: Receiver
     ) -> None:
         from amid.config import RetryConfig
-        from amid.deliver import deliver
         from amid.metrics import Metrics
+        from amid.pipeline.deliver import deliver
 
         handler = await make_handler(slack(receiver, rate_limit=10))
         results = await asyncio.gather(

@@ -18,10 +18,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from amid.decode import MAX_BODY_BYTES, DecodeError, decode
 from amid.events import AmiStateChange, IgnoredEvent
 from amid.metrics import INVALID_REASONS
-from amid.offline import synthetic_event
+from amid.pipeline.decode import MAX_BODY_BYTES, DecodeError, decode
+from amid.tools.offline import synthetic_event
 from tests.helpers import (
     hook_handler,
     make_config,

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from amid.offline import synthetic_event
+from amid.tools.offline import synthetic_event
 from tests.helpers import (
     config_yaml,
     hook_handler,

@@ -29,14 +29,14 @@ import yaml
 
 from amid.aws import AwsClients
 from amid.config import parse_config
-from amid.decode import decode
 from amid.events import AmiStateChange
 from amid.handlers import HandlerResources, Notification, build_handler
 from amid.handlers.console import ConsoleHandler, default_line
 from amid.handlers.slack import default_text
 from amid.handlers.sns import default_message, default_subject
 from amid.metrics import Metrics
-from amid.offline import synthetic_event
+from amid.pipeline.decode import decode
+from amid.tools.offline import synthetic_event
 from tests.handlers.conftest import Receiver
 from tests.helpers import make_config, make_queue, queue_count, running_daemon, wait_for
 

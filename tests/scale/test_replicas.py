@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from amid.dedupe.dynamodb import create_table
+from amid.store.dynamodb import create_table
 from tests.harness import (
     AmidConfig,
     AmidProcess,

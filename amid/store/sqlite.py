@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from amid.dedupe.base import Claim, LeaseLost, LedgerUnavailable
+from amid.store.base import Claim, LeaseLost, LedgerUnavailable
 
 _T = TypeVar("_T")
 

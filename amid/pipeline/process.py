@@ -16,14 +16,14 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from amid.config import Config, HandlerConfig
-from amid.decode import DecodeError, decode
-from amid.dedupe.base import Claim, Ledger, LedgerUnavailable
-from amid.deliver import DeliveryResult, deliver
 from amid.events import AmiStateChange, IgnoredEvent
 from amid.handlers.base import Handler, Notification
 from amid.logs import get_logger
 from amid.metrics import Metrics
-from amid.routing import Router
+from amid.pipeline.decode import DecodeError, decode
+from amid.pipeline.deliver import DeliveryResult, deliver
+from amid.pipeline.routing import Router
+from amid.store.base import Claim, Ledger, LedgerUnavailable
 
 
 class Enricher(Protocol):

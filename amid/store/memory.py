@@ -7,7 +7,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-from amid.dedupe.base import Claim, LeaseLost
+from amid.store.base import Claim, LeaseLost
 
 
 @dataclass(slots=True)

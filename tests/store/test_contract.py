@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from amid.dedupe.base import Claim, LeaseLost, Ledger
-from tests.dedupe.conftest import LEASE, TTL, FakeClock, Store
+from amid.store.base import Claim, LeaseLost, Ledger
+from tests.store.conftest import LEASE, TTL, FakeClock, Store
 
 EVENT = "7f1c0b8e-0000-4000-8000-000000000001"
 OTHER_EVENT = "7f1c0b8e-0000-4000-8000-000000000002"

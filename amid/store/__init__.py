@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from amid.aws import AwsClients
 from amid.config import DedupeConfig
-from amid.dedupe.base import Claim, LeaseLost, Ledger, LedgerUnavailable
-from amid.dedupe.memory import MemoryLedger
-from amid.dedupe.sqlite import SqliteLedger
+from amid.store.base import Claim, LeaseLost, Ledger, LedgerUnavailable
+from amid.store.memory import MemoryLedger
+from amid.store.sqlite import SqliteLedger
 
 __all__ = ["Claim", "LeaseLost", "Ledger", "LedgerUnavailable", "open_ledger"]
 
@@ -17,7 +17,7 @@ async def open_ledger(config: DedupeConfig, aws: AwsClients, region: str | None)
         return MemoryLedger(config.ttl, config.memory_max_events)
     if config.backend == "sqlite":
         return await SqliteLedger.open(config.path, config.ttl)
-    from amid.dedupe.dynamodb import DynamoLedger
+    from amid.store.dynamodb import DynamoLedger
 
     client = await aws.client("dynamodb", region=region)
     return DynamoLedger(client, config.table, config.ttl)

@@ -50,8 +50,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from amid.dedupe.base import Claim, LeaseLost, LedgerUnavailable
 from amid.logs import get_logger
+from amid.store.base import Claim, LeaseLost, LedgerUnavailable
 
 EVENT_SK = "event"
 HANDLER_PREFIX = "handler#"

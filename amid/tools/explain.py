@@ -13,7 +13,7 @@ from typing import Any
 
 from amid.config import Config
 from amid.events import DETAIL_TYPE, SOURCE
-from amid.patterns import compile_pattern
+from amid.pipeline.patterns import compile_pattern
 
 
 @dataclass(frozen=True, slots=True)

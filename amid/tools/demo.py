@@ -21,8 +21,8 @@ from typing import Any
 
 from amid.config import parse_config
 from amid.logs import configure_logging
-from amid.offline import synthetic_event
-from amid.source import approximate_count
+from amid.pipeline.source import approximate_count
+from amid.tools.offline import synthetic_event
 
 _REGION = "us-east-1"
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from amid.config import HandlerConfig
 from amid.events import AmiStateChange
-from amid.patterns import Pattern, compile_pattern
+from amid.pipeline.patterns import Pattern, compile_pattern
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from amid.aws import AwsClients
 from amid.config import Config, SnsHandlerConfig
-from amid.offline import synthetic_event
-from amid.patterns import PatternError, compile_pattern
+from amid.pipeline.patterns import PatternError, compile_pattern
+from amid.tools.offline import synthetic_event
 
 EVENTS_PRINCIPAL = "events.amazonaws.com"
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from aiobotocore.session import get_session
 
-from amid.dedupe.base import Ledger
-from amid.dedupe.dynamodb import DynamoLedger, create_table
-from amid.dedupe.memory import MemoryLedger
-from amid.dedupe.sqlite import SqliteLedger
+from amid.store.base import Ledger
+from amid.store.dynamodb import DynamoLedger, create_table
+from amid.store.memory import MemoryLedger
+from amid.store.sqlite import SqliteLedger
 from tests.conftest import REGION
 
 TABLE = "amid-dedupe-test"

@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from amid.aws import AwsClients
 from amid.config import Config
 
-_log = structlog.get_logger("amid.enrich")
+_log = structlog.get_logger("amid.pipeline.enrich")
 
 Image = dict[str, Any]
 

@@ -16,11 +16,11 @@ from aiobotocore.session import get_session
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from amid.dedupe.base import Claim, LedgerUnavailable
-from amid.dedupe.dynamodb import DynamoLedger, create_table
+from amid.store.base import Claim, LedgerUnavailable
+from amid.store.dynamodb import DynamoLedger, create_table
 from tests.conftest import REGION
-from tests.dedupe.conftest import LEASE, TABLE, TTL, FakeClock
 from tests.moto_server import free_port
+from tests.store.conftest import LEASE, TABLE, TTL, FakeClock
 
 EVENT = "7f1c0b8e-0000-4000-8000-000000000001"
 # One HTTP try per call: the ledger's own retry loop is what these tests watch.

@@ -17,17 +17,17 @@ import aiohttp
 
 from amid.aws import AwsClients
 from amid.config import Config
-from amid.decode import decode
-from amid.dedupe import Ledger, open_ledger
-from amid.dedupe.memory import MemoryLedger
-from amid.deliver import DeliveryResult, deliver
-from amid.enrich import ImageEnricher
 from amid.events import DETAIL_TYPE, SOURCE, AmiStateChange
 from amid.handlers import Handler, HandlerResources, build_handler
 from amid.handlers.base import Notification
 from amid.metrics import Metrics
-from amid.pipeline import Outcome, Pipeline, Runtime
-from amid.routing import Router
+from amid.pipeline.decode import decode
+from amid.pipeline.deliver import DeliveryResult, deliver
+from amid.pipeline.enrich import ImageEnricher
+from amid.pipeline.process import Outcome, Pipeline, Runtime
+from amid.pipeline.routing import Router
+from amid.store import Ledger, open_ledger
+from amid.store.memory import MemoryLedger
 
 
 def synthetic_event(

@@ -1,0 +1,1 @@
+"""The tools around the daemon: demo, doctor and the offline commands."""
