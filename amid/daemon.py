@@ -30,7 +30,7 @@ from amid.pipeline.process import Enricher, Pipeline, Runtime
 from amid.pipeline.routing import Router
 from amid.pipeline.source import Heartbeat, Message, SqsSource, SqsUnavailable
 from amid.sdnotify import SystemdNotifier, watchdog_interval
-from amid.store import Ledger, LedgerUnavailable, open_ledger
+from amid.store import Ledger, LedgerUnavailable, open_store
 
 
 class StartupError(Exception):
@@ -174,7 +174,7 @@ class Daemon:
 
     async def _open_ledger(self, aws: AwsClients, region: str | None) -> Ledger:
         try:
-            return await open_ledger(self.config.dedupe, aws, region)
+            return await open_store(self.config.dedupe, aws, region)
         except LedgerUnavailable as error:
             raise StartupError(
                 f"dedupe: cannot open the {self.config.dedupe.backend} store: {error}"

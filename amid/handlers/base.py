@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
 
 from amid.events import AmiStateChange
 
@@ -34,17 +35,58 @@ class HandlerError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Notification:
-    """What a handler is asked to deliver: the event and, when enrichment is on, its image."""
+    """One event for one handler and, when enrichment is on, its image."""
 
     event: AmiStateChange
     image: Mapping[str, Any]
     attempt: int = 1
 
 
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """Several events of one group for one handler, sent as one message (SPEC 3b)."""
+
+    notifications: tuple[Notification, ...]
+    group: Mapping[str, Any]  # each `group_by` path -> the group's value (None when missing)
+    attempt: int = 1
+
+    @property
+    def count(self) -> int:
+        return len(self.notifications)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectationNotice:
+    """An expectation overdue, or recovered: the AMI event that did not come (SPEC 3c)."""
+
+    expectation: str
+    status: Literal["overdue", "recovered"]
+    last_seen: datetime | None  # the last matching event; None when none came yet
+    due: datetime  # when it became overdue
+    expected: str  # how often, for people: "every 24h", "0 6 * * * (Europe/Berlin)"
+    details: Mapping[str, Any] = field(default_factory=dict)
+    attempt: int = 1
+
+
+# Everything `deliver` can hand to a handler.
+Sendable = Notification | Digest | ExpectationNotice
+
+
+def single_event(handler: str, message: Sendable) -> Notification:
+    """`message` as one event; a kind this handler type cannot send yet is a permanent error."""
+    if isinstance(message, Notification):
+        return message
+    raise HandlerError(
+        f"handler {handler} cannot send a {type(message).__name__} yet",
+        retryable=False,
+        reason="unsupported",
+    )
+
+
 class Handler(Protocol):
     name: str
 
-    def render(self, notification: Notification) -> Any:
+    def render(self, message: Sendable) -> Any:
         """What `send` would deliver, JSON-able, without sending (`--dry-run`)."""
         ...
 
@@ -56,7 +98,7 @@ class Handler(Protocol):
         """
         ...
 
-    async def send(self, notification: Notification) -> None:
+    async def send(self, message: Sendable) -> None:
         """Deliver once; raise HandlerError on failure."""
         ...
 

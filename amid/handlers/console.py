@@ -6,7 +6,7 @@ import sys
 from typing import Any, TextIO
 
 from amid.config import Config, ConsoleHandlerConfig
-from amid.handlers.base import Notification
+from amid.handlers.base import Notification, Sendable, single_event
 from amid.metrics import Metrics
 from amid.templates import TemplateError, render, template_context
 
@@ -36,7 +36,8 @@ class ConsoleHandler:
     ) -> ConsoleHandler:
         return cls(handler, resources.metrics)
 
-    def render(self, notification: Notification) -> str:
+    def render(self, message: Sendable) -> str:
+        notification = single_event(self.name, message)
         if self._template is None:
             return default_line(notification)
         try:
@@ -50,7 +51,8 @@ class ConsoleHandler:
     async def pace(self) -> None:
         return None
 
-    async def send(self, notification: Notification) -> None:
+    async def send(self, message: Sendable) -> None:
+        notification = single_event(self.name, message)
         stream = self._stream or sys.stdout
         stream.write(f"[{self.name}] {self.render(notification)}\n")
         stream.flush()

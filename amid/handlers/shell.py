@@ -16,7 +16,7 @@ import signal
 from typing import Any
 
 from amid.config import Config, ShellHandlerConfig
-from amid.handlers.base import HandlerError, Notification
+from amid.handlers.base import HandlerError, Notification, Sendable, single_event
 from amid.logs import get_logger
 from amid.metrics import Metrics
 from amid.templates import TemplateError, render, template_context
@@ -73,7 +73,8 @@ class ShellHandler:
         )
         return env
 
-    def render(self, notification: Notification) -> dict[str, Any]:
+    def render(self, message: Sendable) -> dict[str, Any]:
+        notification = single_event(self.name, message)
         return {
             "argv": self._argv(notification),
             "env": {
@@ -85,7 +86,8 @@ class ShellHandler:
     async def pace(self) -> None:
         return None
 
-    async def send(self, notification: Notification) -> None:
+    async def send(self, message: Sendable) -> None:
+        notification = single_event(self.name, message)
         argv = self._argv(notification)
         try:
             process = await asyncio.create_subprocess_exec(

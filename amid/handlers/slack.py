@@ -20,7 +20,7 @@ from pydantic import SecretStr
 
 from amid.config import Config, SlackHandlerConfig
 from amid.handlers import http, ratelimit
-from amid.handlers.base import Notification
+from amid.handlers.base import Notification, Sendable, single_event
 from amid.metrics import Metrics
 from amid.templates import TemplateError, render, template_context
 
@@ -167,7 +167,8 @@ class SlackHandler:
     def __repr__(self) -> str:
         return f"SlackHandler(name={self.name!r})"
 
-    def render(self, notification: Notification) -> dict[str, Any]:
+    def render(self, message: Sendable) -> dict[str, Any]:
+        notification = single_event(self.name, message)
         payload, _ = self._compose(notification)
         return payload
 
@@ -175,7 +176,8 @@ class SlackHandler:
         """One message per 1/rate_limit seconds per webhook, shared by its handlers."""
         await self._limit.wait()
 
-    async def send(self, notification: Notification) -> None:
+    async def send(self, message: Sendable) -> None:
+        notification = single_event(self.name, message)
         payload, failures = self._compose(notification)
         for failure in failures:
             self._metrics.template_failures.labels(self.name).inc()

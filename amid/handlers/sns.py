@@ -22,7 +22,7 @@ from botocore.exceptions import (
 
 from amid.aws import AwsClients
 from amid.config import Config, SnsHandlerConfig
-from amid.handlers.base import HandlerError, Notification
+from amid.handlers.base import HandlerError, Notification, Sendable, single_event
 from amid.metrics import Metrics
 from amid.templates import TemplateError, render, template_context
 
@@ -139,15 +139,17 @@ class SnsHandler:
     def __repr__(self) -> str:
         return f"SnsHandler(name={self.name!r})"
 
-    def render(self, notification: Notification) -> dict[str, Any]:
+    def render(self, message: Sendable) -> dict[str, Any]:
         """The Publish request's parameters."""
+        notification = single_event(self.name, message)
         request, _ = self._compose(notification)
         return request
 
     async def pace(self) -> None:
         return None
 
-    async def send(self, notification: Notification) -> None:
+    async def send(self, message: Sendable) -> None:
+        notification = single_event(self.name, message)
         request, failures = self._compose(notification)
         for failure in failures:
             self._metrics.template_failures.labels(self.name).inc()

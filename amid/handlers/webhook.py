@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from amid.config import Config, WebhookHandlerConfig
 from amid.handlers import http
-from amid.handlers.base import Notification
+from amid.handlers.base import Notification, Sendable, single_event
 from amid.metrics import Metrics
 from amid.templates import TemplateError, render, template_context
 
@@ -57,8 +57,9 @@ class WebhookHandler:
     def __repr__(self) -> str:
         return f"WebhookHandler(name={self.name!r})"
 
-    def render(self, notification: Notification) -> dict[str, Any]:
+    def render(self, message: Sendable) -> dict[str, Any]:
         """The request that would be sent, header values masked and the URL left out."""
+        notification = single_event(self.name, message)
         body, _ = self._body(notification)
         configured = {name.lower() for name in self._headers}
         headers = {
@@ -70,7 +71,8 @@ class WebhookHandler:
     async def pace(self) -> None:
         return None
 
-    async def send(self, notification: Notification) -> None:
+    async def send(self, message: Sendable) -> None:
+        notification = single_event(self.name, message)
         body, failures = self._body(notification)
         for failure in failures:
             self._metrics.template_failures.labels(self.name).inc()

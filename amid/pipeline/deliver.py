@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tenacity import (
@@ -16,7 +16,7 @@ from tenacity import (
 )
 
 from amid.config import RetryConfig
-from amid.handlers.base import Handler, HandlerError, Notification
+from amid.handlers.base import Handler, HandlerError, Sendable
 from amid.logs import get_logger
 from amid.metrics import Metrics
 
@@ -64,7 +64,7 @@ class _BackoffHonouringRetryAfter:
 
 async def deliver(
     handler: Handler,
-    notification: Notification,
+    message: Sendable,
     *,
     timeout: float,
     retry: RetryConfig,
@@ -83,9 +83,7 @@ async def deliver(
         outcome = "error"
         try:
             async with asyncio.timeout(timeout):
-                await handler.send(
-                    Notification(notification.event, notification.image, attempt=attempts)
-                )
+                await handler.send(replace(message, attempt=attempts))
             outcome = "success"
         except TimeoutError:
             outcome = "timeout"

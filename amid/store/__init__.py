@@ -1,17 +1,17 @@
-"""The delivery ledger behind one Protocol; one module per backend."""
+"""What amid must remember: one Protocol per kind of state (base.py), one module per backend."""
 
 from __future__ import annotations
 
 from amid.aws import AwsClients
 from amid.config import DedupeConfig
-from amid.store.base import Claim, LeaseLost, Ledger, LedgerUnavailable
+from amid.store.base import Claim, LeaseLost, Ledger, LedgerUnavailable, Store
 from amid.store.memory import MemoryLedger
 from amid.store.sqlite import SqliteLedger
 
-__all__ = ["Claim", "LeaseLost", "Ledger", "LedgerUnavailable", "open_ledger"]
+__all__ = ["Claim", "LeaseLost", "Ledger", "LedgerUnavailable", "Store", "open_store"]
 
 
-async def open_ledger(config: DedupeConfig, aws: AwsClients, region: str | None) -> Ledger:
+async def open_store(config: DedupeConfig, aws: AwsClients, region: str | None) -> Store:
     """Open the configured backend; raises LedgerUnavailable when it cannot be used."""
     if config.backend == "memory":
         return MemoryLedger(config.ttl, config.memory_max_events)

@@ -1,4 +1,11 @@
-"""The delivery ledger: which handlers have succeeded for which event, and who holds it now."""
+"""What amid must remember, one small Protocol per kind of state.
+
+- `Ledger`: which handlers have succeeded for which event, and who holds it now.
+
+`Store` is all of them at once: every backend (memory, sqlite, dynamodb)
+implements every kind, so one `dedupe` section configures where amid keeps
+everything, and replicas sharing a dynamodb table share all of it.
+"""
 
 from __future__ import annotations
 
@@ -59,3 +66,7 @@ class Ledger(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class Store(Ledger, Protocol):
+    """Every kind of state amid keeps, in one backend."""

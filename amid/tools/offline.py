@@ -26,7 +26,7 @@ from amid.pipeline.deliver import DeliveryResult, deliver
 from amid.pipeline.enrich import ImageEnricher
 from amid.pipeline.process import Outcome, Pipeline, Runtime
 from amid.pipeline.routing import Router
-from amid.store import Ledger, open_ledger
+from amid.store import Ledger, open_store
 from amid.store.memory import MemoryLedger
 
 
@@ -161,7 +161,7 @@ async def replay(run: OfflineRun, bodies: Iterable[str], *, use_dedupe: bool) ->
     """Handle message bodies (drained from a dead-letter queue, say) through the pipeline."""
     ledger: Ledger
     if use_dedupe:
-        ledger = await open_ledger(
+        ledger = await open_store(
             run.config.dedupe, run.resources.aws, run.config.queue.resolved_region
         )
     else:
