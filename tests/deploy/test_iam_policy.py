@@ -53,7 +53,12 @@ from tests.moto_server import MotoServer
 
 REGION = "us-east-1"
 AMID_AGENT = f"amid/{__version__}"
-CONDITIONS = {"CreateDedupeTable": True, "AttachToRole": False}
+CONDITIONS = {
+    "CreateDedupeTable": True,
+    "AttachToRole": False,
+    "AssumeDescribeImagesRole": False,
+    "WithinOrganization": False,
+}
 ANY = "*"  # the resource of an action without resource-level permissions
 
 # Each operation's IAM action, where it is not the operation's own name.
