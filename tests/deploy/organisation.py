@@ -6,12 +6,14 @@ the credentials of the role.
 
 moto's CloudFormation skips two resources, so they are applied here from the templates' own
 documents, with the stack's values: the QueuePolicy (not supported at all) and the event
-bus's Policy property (ignored). moto enforces neither of them, nor IAM: their documents are
+bus's Policy property (ignored); and it stores roles' inline policies as Python text, which
+is written back as JSON. moto enforces neither of them, nor IAM: their documents are
 checked as data in test_org_policies.py.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from dataclasses import dataclass
@@ -202,4 +204,20 @@ def roll_out_members(org: Organisation) -> str:
     answer = cloudformation.describe_stack_set_operation(
         StackSetName=STACK_SET, OperationId=operation["OperationId"]
     )
+    rewrite_inline_policies(org.member_client("iam"))
     return str(answer["StackSetOperation"]["Status"])
+
+
+def rewrite_inline_policies(iam: Any) -> None:
+    """moto's CloudFormation stores a role's inline policy as Python text (single quotes),
+    where IAM holds JSON: write each back as the JSON document it is."""
+    for role in iam.list_roles()["Roles"]:
+        for name in iam.list_role_policies(RoleName=role["RoleName"])["PolicyNames"]:
+            document = iam.get_role_policy(RoleName=role["RoleName"], PolicyName=name)
+            text = document["PolicyDocument"]
+            if isinstance(text, str):
+                iam.put_role_policy(
+                    RoleName=role["RoleName"],
+                    PolicyName=name,
+                    PolicyDocument=json.dumps(ast.literal_eval(text)),
+                )
