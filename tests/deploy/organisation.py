@@ -149,15 +149,26 @@ def central_parameters(org_id: str) -> dict[str, str]:
     return {"OrganizationId": org_id, "DescribeImagesRoleName": DESCRIBE_IMAGES_ROLE}
 
 
+MEMBER_PARAMETERS = (
+    "CentralEventBusArn",
+    "AmidRoleArn",
+    "DescribeImagesRoleName",
+    "OrganizationId",
+    "GlobalResourcesRegion",
+)
+
+
 def member_parameters(org: Organisation) -> dict[str, str]:
     """The StackSet's parameters, as in docs/scaling.md."""
-    return {
+    values = {
         "CentralEventBusArn": org.central["EventBusArn"],
         "AmidRoleArn": org.central["AmidRoleArn"],
         "DescribeImagesRoleName": DESCRIBE_IMAGES_ROLE,
         "OrganizationId": org.org_id,
         "GlobalResourcesRegion": REGION,
     }
+    assert tuple(values) == MEMBER_PARAMETERS
+    return values
 
 
 def deploy_organisation(endpoint: str, *, members: bool = True) -> Organisation:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,7 +30,9 @@ import pytest
 
 from tests.deploy.organisation import (
     CAPABILITIES,
+    CENTRAL_TEMPLATE,
     DESCRIBE_IMAGES_ROLE,
+    MEMBER_PARAMETERS,
     MEMBER_REGIONS,
     MEMBER_TEMPLATE,
     REGION,
@@ -41,6 +44,7 @@ from tests.deploy.organisation import (
     outputs,
     parameters,
     roll_out_members,
+    template,
 )
 from tests.helpers import config_yaml, hook_handler, records, wait_for
 
@@ -319,3 +323,30 @@ class TestSingleAccountStack:
             }
         ]
         assert {p["PolicyArn"] for p in attached} == {made["PolicyArn"], policy["Arn"]}
+
+
+class TestTheRollOutDocument:
+    """docs/scaling.md's commands name the templates' parameters and the tests' roll-out."""
+
+    DOC = (SINGLE_TEMPLATE.parents[2] / "docs" / "scaling.md").read_text()
+
+    def test_the_stack_set_parameters_are_the_member_templates_and_the_tests(self) -> None:
+        named = set(re.findall(r"ParameterKey=(\w+),", self.DOC))
+        member = set(template(MEMBER_TEMPLATE)["Parameters"])
+        assert named <= member
+        assert named == set(MEMBER_PARAMETERS)
+
+    def test_the_central_stacks_overrides_are_its_parameters(self) -> None:
+        overrides = re.search(r"--parameter-overrides (.+)", self.DOC)
+        assert overrides is not None
+        keys = {item.split("=", 1)[0] for item in overrides.group(1).split()}
+        assert keys <= set(template(CENTRAL_TEMPLATE)["Parameters"])
+
+    def test_the_documented_stack_set_options_are_the_ones_the_tests_use(self) -> None:
+        for option in (
+            "--permission-model SERVICE_MANAGED",
+            "--auto-deployment Enabled=true,RetainStacksOnAccountRemoval=false",
+            "--capabilities CAPABILITY_NAMED_IAM",
+            "--deployment-targets OrganizationalUnitIds=",
+        ):
+            assert option in self.DOC, option
