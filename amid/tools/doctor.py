@@ -55,9 +55,7 @@ async def diagnose(
         )
         checks.extend(await _handler_checks(config, aws))
         checks.extend(await _dedupe_checks(config, aws))
-        for member in members:
-            checks.extend(await member_checks(config, aws, None, member))
-        return checks
+        return checks  # the members' checks need the bus the queue's policy names
     queue_arn = attributes.get("QueueArn", "")
     checks.append(Check("queue reachable", True, queue_arn))
     checks.append(await _redrive(sqs, attributes))
