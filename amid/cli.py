@@ -53,10 +53,31 @@ def _parser() -> argparse.ArgumentParser:
     replay = with_config(commands.add_parser("replay", help="handle events from files"))
     replay.add_argument("--no-dedupe", action="store_true", help="ignore the delivery ledger")
     replay.add_argument("files", nargs="+", help="JSON, JSON array or JSON lines; - for stdin")
-    with_config(
+    doctor = with_config(
         commands.add_parser(
             "doctor", help="check the queue, its policy, the EventBridge rule, topics and table"
         )
+    )
+    doctor.add_argument(
+        "--member-account",
+        action="append",
+        default=[],
+        type=_account_id,
+        metavar="ACCOUNT",
+        help="also check this member account's forwarding rule and role (repeatable)",
+    )
+    doctor.add_argument(
+        "--member-role",
+        default="OrganizationAccountAccessRole",
+        metavar="NAME",
+        help="the role doctor assumes in each member account (default: %(default)s)",
+    )
+    doctor.add_argument(
+        "--member-region",
+        action="append",
+        default=[],
+        metavar="REGION",
+        help="a region to check in the member accounts (repeatable; default: the bus's region)",
     )
     demo = commands.add_parser("demo", help="the whole pipeline locally, no AWS account needed")
     demo.add_argument("--forever", action="store_true", help="keep the demo running")
@@ -64,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     dedupe_commands = dedupe.add_subparsers(dest="dedupe_command", required=True)
     with_config(dedupe_commands.add_parser("create-table", help="create the DynamoDB table"))
     return parser
+
+
+def _account_id(value: str) -> str:
+    if len(value) != 12 or not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a 12-digit AWS account id")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -94,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             EXIT_USAGE if bodies is None else asyncio.run(_replay(config, bodies, args.no_dedupe))
         )
     if args.command == "doctor":
-        return asyncio.run(_doctor(config))
+        return asyncio.run(_doctor(config, args))
     if args.command == "dedupe":
         return asyncio.run(_create_table(config))
     raise AssertionError(args.command)  # pragma: no cover - argparse rejects the rest
@@ -234,12 +261,16 @@ def _describe_outcome(outcome: Any) -> str:
     return line
 
 
-async def _doctor(config: Config) -> int:
+async def _doctor(config: Config, args: argparse.Namespace) -> int:
     from amid.aws import AwsClients
-    from amid.tools.doctor import diagnose, report
+    from amid.tools.doctor import MemberTarget, diagnose, report
 
+    members = [
+        MemberTarget(account, args.member_role, tuple(args.member_region))
+        for account in args.member_account
+    ]
     async with AwsClients() as aws:
-        text, healthy = report(await diagnose(config, aws))
+        text, healthy = report(await diagnose(config, aws, members))
     print(text)
     return EXIT_OK if healthy else EXIT_FAILED
 

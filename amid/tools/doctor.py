@@ -1,50 +1,42 @@
 """`amid doctor`: what usually goes wrong between EventBridge and amid, checked live.
 
 Each check reads only (Get/Describe/List calls) and says ok or problem, and for
-a problem how to fix it. A check whose prerequisite failed is not run.
+a problem how to fix it. A check whose prerequisite failed is not run. When the
+queue is fed by a custom event bus (one amid for a whole organisation), its bus
+policy is checked too and, for each member account given, the forwarding rule and
+role there (amid/tools/organisation.py).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from typing import Any
-
-from botocore.exceptions import BotoCoreError, ClientError
 
 from amid.aws import AwsClients
 from amid.config import Config, SnsHandlerConfig
 from amid.pipeline.patterns import PatternError, compile_pattern
+from amid.tools.checks import AWS_ERRORS as _AWS_ERRORS
+from amid.tools.checks import EVENTS_PRINCIPAL, Check, service_principals
+from amid.tools.checks import as_list as _as_list
+from amid.tools.checks import error_text as _error
+from amid.tools.checks import statements as _statements
 from amid.tools.offline import synthetic_event
+from amid.tools.organisation import (
+    CentralBus,
+    MemberTarget,
+    bus_of_rule,
+    bus_policy,
+    member_checks,
+    only_ami_state_changes,
+)
 
-EVENTS_PRINCIPAL = "events.amazonaws.com"
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    fix: str = ""
-
-    def line(self) -> str:
-        mark = "ok     " if self.ok else "problem"
-        text = f"{mark} {self.name}: {self.detail}"
-        return text if self.ok or not self.fix else f"{text}\n        fix: {self.fix}"
+__all__ = ["Check", "MemberTarget", "diagnose", "report"]
 
 
-def _error(error: BaseException) -> str:
-    if isinstance(error, ClientError):
-        info = error.response.get("Error", {})
-        return f"{info.get('Code', 'Error')}: {info.get('Message', '')}".rstrip(": ")
-    return f"{type(error).__name__}: {error}"
-
-
-_AWS_ERRORS = (ClientError, BotoCoreError, OSError)
-
-
-async def diagnose(config: Config, aws: AwsClients) -> list[Check]:
+async def diagnose(
+    config: Config, aws: AwsClients, members: Sequence[MemberTarget] = ()
+) -> list[Check]:
     region = config.queue.resolved_region
     sqs = await aws.client("sqs", region, config.queue.endpoint_url)
     checks: list[Check] = []
@@ -63,18 +55,34 @@ async def diagnose(config: Config, aws: AwsClients) -> list[Check]:
         )
         checks.extend(await _handler_checks(config, aws))
         checks.extend(await _dedupe_checks(config, aws))
-        return checks
+        return checks  # the members' checks need the bus the queue's policy names
     queue_arn = attributes.get("QueueArn", "")
     checks.append(Check("queue reachable", True, queue_arn))
     checks.append(await _redrive(sqs, attributes))
     checks.append(_retention(config, attributes))
     policy_check, source_arns = _queue_policy(attributes)
     checks.append(policy_check)
-    checks.extend(await _rules(aws, region, queue_arn, source_arns))
+    buses = _custom_buses(source_arns, region)
+    checks.append(await _rules(aws, region, queue_arn, source_arns, buses))
+    for bus in buses:
+        checks.append(await bus_policy(aws, bus))
     checks.append(await _encryption(aws, region, attributes))
     checks.extend(await _handler_checks(config, aws))
     checks.extend(await _dedupe_checks(config, aws))
+    central = buses[0] if buses else None
+    for member in members:
+        checks.extend(await member_checks(config, aws, central, member))
     return checks
+
+
+def _custom_buses(source_arns: set[str] | None, region: str | None) -> list[CentralBus]:
+    """The custom buses whose rules the queue policy admits: the organisation layout."""
+    found: dict[str, CentralBus] = {}
+    for arn in sorted(source_arns or ()):
+        bus = bus_of_rule(arn)
+        if bus is not None:
+            found.setdefault(bus[1], CentralBus(bus[0], bus[1], arn.split(":")[3] or region))
+    return list(found.values())
 
 
 async def _redrive(sqs: Any, attributes: dict[str, str]) -> Check:
@@ -112,15 +120,6 @@ def _retention(config: Config, attributes: dict[str, str]) -> Check:
     )
 
 
-def _statements(policy: dict[str, Any]) -> list[dict[str, Any]]:
-    statements = policy.get("Statement", [])
-    return statements if isinstance(statements, list) else [statements]
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
 def _queue_policy(attributes: dict[str, str]) -> tuple[Check, set[str] | None]:
     """Does the queue policy let EventBridge send? Returns the rule ARNs it is limited to."""
     name = "queue policy admits EventBridge"
@@ -136,10 +135,11 @@ def _queue_policy(attributes: dict[str, str]) -> tuple[Check, set[str] | None]:
     for statement in _statements(json.loads(raw)):
         if statement.get("Effect") != "Allow":
             continue
-        principal = statement.get("Principal", {})
-        services = _as_list(principal.get("Service", [])) if isinstance(principal, dict) else []
-        actions = [a.lower() for a in _as_list(statement.get("Action", []))]
-        if EVENTS_PRINCIPAL in services and {"sqs:sendmessage", "sqs:*"} & set(actions):
+        actions = {a.lower() for a in _as_list(statement.get("Action", []))}
+        if (
+            EVENTS_PRINCIPAL in service_principals(statement)
+            and {"sqs:sendmessage", "sqs:*"} & actions
+        ):
             condition = statement.get("Condition", {})
             arns: set[str] = set()
             for operator in ("ArnEquals", "ArnLike", "StringEquals", "StringLike"):
@@ -150,37 +150,55 @@ def _queue_policy(attributes: dict[str, str]) -> tuple[Check, set[str] | None]:
 
 
 async def _rules(
-    aws: AwsClients, region: str | None, queue_arn: str, source_arns: set[str] | None
-) -> list[Check]:
+    aws: AwsClients,
+    region: str | None,
+    queue_arn: str,
+    source_arns: set[str] | None,
+    buses: list[CentralBus],
+) -> Check:
+    """An enabled rule matching AMI state changes targets the queue: on the default bus, or
+    on a custom bus the queue policy admits (there it must match nothing else, for other
+    accounts put events on that bus)."""
     name = "EventBridge rule targets the queue"
     fix = (
         "create an enabled rule with {source: [aws.ec2], detail-type: [EC2 AMI State Change]} "
         "targeting the queue"
     )
     events = await aws.client("events", region)
-    try:
-        names = (await events.list_rule_names_by_target(TargetArn=queue_arn)).get("RuleNames", [])
-    except _AWS_ERRORS as error:
-        return [Check(name, False, _error(error), fix + " (amid doctor needs events:List*)")]
     sample = synthetic_event("failed")
     problems: list[str] = []
-    for rule_name in names:
-        rule = await events.describe_rule(Name=rule_name)
-        pattern = rule.get("EventPattern")
+    for bus in [None, *buses]:
+        on_bus = {} if bus is None else {"EventBusName": bus.name}
         try:
-            matches = bool(pattern) and compile_pattern(json.loads(pattern)).matches(sample)
-        except (PatternError, ValueError):
-            matches = False
-        if not matches:
-            problems.append(f"{rule_name} does not match AMI state changes")
-        elif rule.get("State") != "ENABLED":
-            problems.append(f"{rule_name} is {rule.get('State', 'not enabled').lower()}")
-        elif source_arns is not None and rule["Arn"] not in source_arns:
-            problems.append(f"{rule_name} is not admitted by the queue policy's aws:SourceArn")
-        else:
-            return [Check(name, True, f"{rule_name} (enabled, matches AMI state changes)")]
+            names = (await events.list_rule_names_by_target(TargetArn=queue_arn, **on_bus)).get(
+                "RuleNames", []
+            )
+            rules = [await events.describe_rule(Name=n, **on_bus) for n in names]
+        except _AWS_ERRORS as error:
+            return Check(name, False, _error(error), fix + " (amid doctor needs events:List*)")
+        for rule in rules:
+            rule_name = rule["Name"] if bus is None else f"{bus.name}/{rule['Name']}"
+            try:
+                pattern = json.loads(rule.get("EventPattern") or "null")
+                matches = bool(pattern) and compile_pattern(pattern).matches(sample)
+                exact = bus is None or (matches and only_ami_state_changes(pattern))
+            except (PatternError, ValueError):
+                matches = exact = False
+            if not matches:
+                problems.append(f"{rule_name} does not match AMI state changes")
+            elif not exact:
+                problems.append(
+                    f"{rule_name} matches other events too: only AMI state changes may reach "
+                    "the queue from the organisation's bus"
+                )
+            elif rule.get("State") != "ENABLED":
+                problems.append(f"{rule_name} is {rule.get('State', 'not enabled').lower()}")
+            elif source_arns is not None and rule["Arn"] not in source_arns:
+                problems.append(f"{rule_name} is not admitted by the queue policy's aws:SourceArn")
+            else:
+                return Check(name, True, f"{rule_name} (enabled, matches AMI state changes)")
     detail = "; ".join(problems) if problems else "no rule targets the queue"
-    return [Check(name, False, detail, fix)]
+    return Check(name, False, detail, fix)
 
 
 async def _encryption(aws: AwsClients, region: str | None, attributes: dict[str, str]) -> Check:
@@ -204,12 +222,10 @@ async def _encryption(aws: AwsClients, region: str | None, attributes: dict[str,
             name, False, f"key {key}: {_error(error)}", "check the key and amid's kms:GetKeyPolicy"
         )
     for statement in _statements(policy):
-        principal = statement.get("Principal", {})
-        services = _as_list(principal.get("Service", [])) if isinstance(principal, dict) else []
         actions = {a.lower() for a in _as_list(statement.get("Action", []))}
         if (
             statement.get("Effect") == "Allow"
-            and EVENTS_PRINCIPAL in services
+            and EVENTS_PRINCIPAL in service_principals(statement)
             and ({"kms:generatedatakey", "kms:generatedatakey*", "kms:*"} & actions)
         ):
             return Check(name, True, f"KMS key {key} allows events.amazonaws.com")

@@ -292,10 +292,19 @@ def _resolve(node: Any, conditions: dict[str, bool]) -> Any:
     return node
 
 
+# The template's defaults: no role to attach to, no describe-images role to assume.
+SINGLE_ACCOUNT = {
+    "CreateDedupeTable": False,
+    "AttachToRole": False,
+    "AssumeDescribeImagesRole": False,
+    "WithinOrganization": False,
+}
+
+
 def _policy_actions(with_table: bool) -> set[str]:
     document = _resolve(
         _resource("AmidPolicy")["Properties"]["PolicyDocument"],
-        {"CreateDedupeTable": with_table, "AttachToRole": False},
+        {**SINGLE_ACCOUNT, "CreateDedupeTable": with_table},
     )
     actions: set[str] = set()
     for statement in document["Statement"]:
@@ -381,7 +390,7 @@ class TestCloudFormationTemplate:
     def test_only_describe_images_is_granted_on_every_resource(self) -> None:
         document = _resolve(
             _resource("AmidPolicy")["Properties"]["PolicyDocument"],
-            {"CreateDedupeTable": True, "AttachToRole": False},
+            {**SINGLE_ACCOUNT, "CreateDedupeTable": True},
         )
         wildcard = [s["Action"] for s in document["Statement"] if s["Resource"] == "*"]
         assert wildcard == ["ec2:DescribeImages"]

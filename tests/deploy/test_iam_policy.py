@@ -47,13 +47,19 @@ from aiobotocore.session import get_session
 
 from amid import __version__
 from amid.store.dynamodb import create_table
+from tests.deploy.organisation import CENTRAL_TEMPLATE, MEMBER_TEMPLATE, SINGLE_TEMPLATE, template
 from tests.deploy.test_deploy_checks import _deploy, _resolve, _template
 from tests.helpers import event_body, hook_handler, records
 from tests.moto_server import MotoServer
 
 REGION = "us-east-1"
 AMID_AGENT = f"amid/{__version__}"
-CONDITIONS = {"CreateDedupeTable": True, "AttachToRole": False}
+CONDITIONS = {
+    "CreateDedupeTable": True,
+    "AttachToRole": False,
+    "AssumeDescribeImagesRole": False,
+    "WithinOrganization": False,
+}
 ANY = "*"  # the resource of an action without resource-level permissions
 
 # Each operation's IAM action, where it is not the operation's own name.
@@ -140,11 +146,12 @@ def _resource_id(node: Any) -> str:
     raise AssertionError(f"the audit cannot resolve the policy resource {node!r}")
 
 
-def grants(policy: str) -> list[Grant]:
-    """The (action, resource) pairs a managed policy of the template allows."""
-    document = _resolve(
-        _template()["Resources"][policy]["Properties"]["PolicyDocument"], CONDITIONS
-    )
+def grants(
+    policy: str, source: dict[str, Any] | None = None, conditions: dict[str, bool] = CONDITIONS
+) -> list[Grant]:
+    """The (action, resource) pairs a managed policy of the template (amid.yaml) allows."""
+    resources = (source or _template())["Resources"]
+    document = _resolve(resources[policy]["Properties"]["PolicyDocument"], conditions)
     result = []
     for statement in document["Statement"]:
         assert statement["Effect"] == "Allow", statement
@@ -494,12 +501,10 @@ def _denied(policy_grants: list[Grant], needs: list[Need]) -> list[Need]:
 # --- the audit -----------------------------------------------------------------------
 
 # moto's CloudFormation cannot create queue policies: the test sets the template's own.
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:Tried to parse AWS..SQS..QueuePolicy:UserWarning"),
-    pytest.mark.slow,
-]
+pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse AWS..SQS..QueuePolicy:UserWarning")
 
 
+@pytest.mark.slow
 class TestDaemon:
     def test_the_scenario_ran_and_amid_stopped_cleanly_on_sigterm(self, audit: Audit) -> None:
         assert audit.daemon_exit == 0
@@ -525,6 +530,7 @@ class TestDaemon:
         assert wildcard == {need.action for need in audit.daemon if need.resource == ANY}
 
 
+@pytest.mark.slow
 class TestOperatorTools:
     def test_test_event_and_replay_need_nothing_beyond_amid_policy(self, audit: Audit) -> None:
         assert "delivered" in audit.tools_output, audit.tools_output
@@ -534,6 +540,7 @@ class TestOperatorTools:
         assert _denied(grants("AmidPolicy"), audit.tools) == []
 
 
+@pytest.mark.slow
 class TestDoctor:
     def test_doctor_ran_every_check(self, audit: Audit) -> None:
         assert audit.doctor_exit == 0, audit.doctor_output
@@ -555,3 +562,304 @@ class TestDoctor:
     def test_the_daemon_never_makes_a_doctor_call(self, audit: Audit) -> None:
         doctor_only = {grant.action for grant in grants("AmidDoctorPolicy")}
         assert doctor_only.isdisjoint(need.action for need in audit.daemon)
+
+
+# --- the organisation's policies, as data ---------------------------------------------
+#
+# moto enforces no IAM policy, trust policy, bus policy or queue policy
+# (test_cloudformation_org.py says what it carries), so what each statement admits is
+# pinned here: the principal and the conditions of every statement of every policy in the
+# three templates, with every optional part switched on. A new or changed statement fails
+# test_every_statement_is_pinned until PINNED says who it admits and under what condition.
+
+CENTRAL_CONDITIONS = {"AssumeDescribeImagesRole": True}
+MEMBER_CONDITIONS = {"CreateDescribeImagesRole": True, "RequireOrganization": True}
+SINGLE_CONDITIONS = {
+    "CreateDedupeTable": True,
+    "AttachToRole": True,
+    "AssumeDescribeImagesRole": True,
+    "WithinOrganization": True,
+}
+TEMPLATES = {
+    "amid.yaml": (SINGLE_TEMPLATE, SINGLE_CONDITIONS),
+    "amid-central.yaml": (CENTRAL_TEMPLATE, CENTRAL_CONDITIONS),
+    "amid-member.yaml": (MEMBER_TEMPLATE, MEMBER_CONDITIONS),
+}
+ORG = {"Ref": "OrganizationId"}
+IN_ORG = {"StringEquals": {"aws:PrincipalOrgID": ORG}}
+SECURE_ONLY = {"Bool": {"aws:SecureTransport": "false"}}
+EVENTS = {"Service": "events.amazonaws.com"}
+CENTRAL_RULE = {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["AmiStateChangeRule", "Arn"]}}}
+NONE: dict[str, Any] = {}
+
+# (template, resource, statement id) -> (effect, principal or None for identity policies,
+# conditions)
+PINNED: dict[tuple[str, str, str], tuple[str, Any, dict[str, Any]]] = {
+    # amid.yaml: the single account
+    ("amid.yaml", "QueuePolicy", "AllowAmiStateChangeRule"): ("Allow", EVENTS, CENTRAL_RULE),
+    ("amid.yaml", "QueuePolicy", "DenyInsecureTransport"): ("Deny", "*", SECURE_ONLY),
+    ("amid.yaml", "AmidPolicy", "ConsumeQueue"): ("Allow", None, NONE),
+    ("amid.yaml", "AmidPolicy", "DeadLetterQueueDepth"): ("Allow", None, NONE),
+    ("amid.yaml", "AmidPolicy", "PublishToTopic"): ("Allow", None, NONE),
+    ("amid.yaml", "AmidPolicy", "DedupeLedger"): ("Allow", None, NONE),
+    ("amid.yaml", "AmidPolicy", "EnrichWithDescribeImages"): ("Allow", None, NONE),
+    ("amid.yaml", "AssumeDescribeImagesRolePolicy", "AssumeDescribeImagesRole"): (
+        "Allow",
+        None,
+        {"StringEquals": {"aws:ResourceOrgID": ORG}},
+    ),
+    ("amid.yaml", "AmidDoctorPolicy", "FindTheRuleTargetingTheQueue"): ("Allow", None, NONE),
+    ("amid.yaml", "AmidDoctorPolicy", "ReadTheRule"): ("Allow", None, NONE),
+    ("amid.yaml", "AmidDoctorPolicy", "ReadTheTopic"): ("Allow", None, NONE),
+    ("amid.yaml", "AmidDoctorPolicy", "ReadTheLedgerTable"): ("Allow", None, NONE),
+    # amid-central.yaml: the organisation's accounts put on the bus, its rule sends to the queue
+    ("amid-central.yaml", "EventBus", "OrganisationPutsAmiStateChanges"): (
+        "Allow",
+        "*",
+        {
+            "StringEquals": {"aws:PrincipalOrgID": ORG},
+            "ForAllValues:StringEquals": {
+                "events:source": ["aws.ec2"],
+                "events:detail-type": ["EC2 AMI State Change"],
+            },
+        },
+    ),
+    ("amid-central.yaml", "QueuePolicy", "AllowAmiStateChangeRule"): (
+        "Allow",
+        EVENTS,
+        CENTRAL_RULE,
+    ),
+    ("amid-central.yaml", "QueuePolicy", "DenyInsecureTransport"): ("Deny", "*", SECURE_ONLY),
+    ("amid-central.yaml", "AmidRole", "EcsTasksOfThisAccount"): (
+        "Allow",
+        {"Service": "ecs-tasks.amazonaws.com"},
+        {
+            "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+            "ArnLike": {
+                "aws:SourceArn": {
+                    "Fn::Sub": "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:*"
+                }
+            },
+        },
+    ),
+    # EC2 supplies no source keys when an instance profile takes its role (see the template).
+    ("amid-central.yaml", "AmidRole", "Ec2Instances"): (
+        "Allow",
+        {"Service": "ec2.amazonaws.com"},
+        NONE,
+    ),
+    ("amid-central.yaml", "AmidPolicy", "ConsumeQueue"): ("Allow", None, NONE),
+    ("amid-central.yaml", "AmidPolicy", "DeadLetterQueueDepth"): ("Allow", None, NONE),
+    ("amid-central.yaml", "AmidPolicy", "DedupeLedger"): ("Allow", None, NONE),
+    ("amid-central.yaml", "AmidPolicy", "EnrichWithDescribeImages"): ("Allow", None, NONE),
+    ("amid-central.yaml", "AssumeDescribeImagesRolePolicy", "AssumeDescribeImagesRole"): (
+        "Allow",
+        None,
+        {"StringEquals": {"aws:ResourceOrgID": ORG}},
+    ),
+    ("amid-central.yaml", "AmidDoctorPolicy", "FindTheRuleTargetingTheQueue"): (
+        "Allow",
+        None,
+        NONE,
+    ),
+    ("amid-central.yaml", "AmidDoctorPolicy", "ReadTheRule"): ("Allow", None, NONE),
+    ("amid-central.yaml", "AmidDoctorPolicy", "ReadTheBusPolicy"): ("Allow", None, NONE),
+    ("amid-central.yaml", "AmidDoctorPolicy", "ReadTheLedgerTable"): ("Allow", None, NONE),
+    # amid-member.yaml: only the account's own rule forwards, only amid describes images
+    ("amid-member.yaml", "ForwardRole", "ThisAccountsForwardingRule"): (
+        "Allow",
+        EVENTS,
+        {
+            "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+            "ArnEquals": {
+                "aws:SourceArn": {
+                    "Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:rule/${RuleName}"
+                }
+            },
+        },
+    ),
+    ("amid-member.yaml", "ForwardRole", "PutEventsOnTheCentralBus"): ("Allow", None, NONE),
+    ("amid-member.yaml", "DescribeImagesRole", "AmidRoleOnly"): (
+        "Allow",
+        {"AWS": {"Ref": "AmidRoleArn"}},
+        IN_ORG,
+    ),
+    ("amid-member.yaml", "DescribeImagesRole", "DescribeImages"): ("Allow", None, NONE),
+}
+
+
+def policy_statements(
+    name: str, conditions: dict[str, bool] | None = None
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """(resource, kind, statement) of every policy document in a template: identity policies
+    (managed, and a role's inline ones), trust policies, and the bus and queue policies."""
+    path, defaults = TEMPLATES[name]
+    resources = template(path)["Resources"]
+    found = []
+    for logical_id, resource in resources.items():
+        properties = _no_value(_resolve(resource.get("Properties", {}), conditions or defaults))
+        documents: list[tuple[str, Any]] = []
+        kind = resource["Type"]
+        if kind == "AWS::IAM::ManagedPolicy":
+            documents.append(("identity", properties["PolicyDocument"]))
+        elif kind == "AWS::IAM::Role":
+            documents.append(("trust", properties["AssumeRolePolicyDocument"]))
+            documents.extend(
+                ("identity", p["PolicyDocument"]) for p in properties.get("Policies", [])
+            )
+        elif kind == "AWS::SQS::QueuePolicy":
+            documents.append(("resource", properties["PolicyDocument"]))
+        elif kind == "AWS::Events::EventBus":
+            documents.append(("resource", properties["Policy"]))
+        for document_kind, document in documents:
+            found.extend((logical_id, document_kind, s) for s in document["Statement"])
+    return found
+
+
+def _no_value(node: Any) -> Any:
+    """Drop AWS::NoValue as a property's value too, as CloudFormation does."""
+    if isinstance(node, dict):
+        return {k: _no_value(v) for k, v in node.items() if v != {"Ref": "AWS::NoValue"}}
+    if isinstance(node, list):
+        return [_no_value(item) for item in node]
+    return node
+
+
+def _pin(statement: dict[str, Any]) -> tuple[str, Any, dict[str, Any]]:
+    return statement["Effect"], statement.get("Principal"), statement.get("Condition", {})
+
+
+def _statement(name: str, resource: str, sid: str, **conditions: bool) -> dict[str, Any]:
+    (found,) = [
+        s
+        for r, _, s in policy_statements(name, conditions or None)
+        if (r, s.get("Sid")) == (resource, sid)
+    ]
+    return found
+
+
+class TestOrganisationPoliciesAsData:
+    def test_every_statement_is_pinned_with_its_principal_and_conditions(self) -> None:
+        found = {
+            (name, resource, statement["Sid"]): _pin(statement)
+            for name in TEMPLATES
+            for resource, _, statement in policy_statements(name)
+        }
+        assert found == PINNED
+
+    def test_identity_policies_name_no_principal_and_resource_policies_always_do(self) -> None:
+        for name in TEMPLATES:
+            for resource, kind, statement in policy_statements(name):
+                assert ("Principal" in statement) == (kind != "identity"), (name, resource)
+
+    def test_nothing_admits_any_principal_without_the_organisation_unless_it_denies(
+        self,
+    ) -> None:
+        for name in TEMPLATES:
+            for resource, kind, statement in policy_statements(name):
+                principal = statement.get("Principal")
+                anyone = principal == "*" or principal == {"AWS": "*"}
+                if kind != "identity" and anyone and statement["Effect"] == "Allow":
+                    assert statement["Condition"]["StringEquals"]["aws:PrincipalOrgID"] == ORG, (
+                        name,
+                        resource,
+                    )
+
+    def test_only_the_organisations_ami_state_changes_pass_bus_rule_and_queue(self) -> None:
+        central = template(CENTRAL_TEMPLATE)["Resources"]
+        bus = _statement("amid-central.yaml", "EventBus", "OrganisationPutsAmiStateChanges")
+        rule = central["AmiStateChangeRule"]["Properties"]
+        queue = _statement("amid-central.yaml", "QueuePolicy", "AllowAmiStateChangeRule")
+
+        assert (bus["Action"], bus["Condition"]["StringEquals"]) == (
+            "events:PutEvents",
+            {"aws:PrincipalOrgID": ORG},
+        )
+        assert rule["EventPattern"] == {
+            "source": ["aws.ec2"],
+            "detail-type": ["EC2 AMI State Change"],
+        }
+        assert [t["Arn"] for t in rule["Targets"]] == [{"Fn::GetAtt": ["Queue", "Arn"]}]
+        assert (queue["Action"], queue["Condition"]) == ("sqs:SendMessage", CENTRAL_RULE)
+
+    def test_the_describe_images_role_describes_images_only_for_amids_role_only(self) -> None:
+        trust = _statement("amid-member.yaml", "DescribeImagesRole", "AmidRoleOnly")
+        grant = _statement("amid-member.yaml", "DescribeImagesRole", "DescribeImages")
+        without_org = _statement(
+            "amid-member.yaml", "DescribeImagesRole", "AmidRoleOnly",
+            CreateDescribeImagesRole=True, RequireOrganization=False,
+        )  # fmt: skip
+
+        assert (trust["Action"], trust["Principal"]) == (
+            "sts:AssumeRole",
+            {"AWS": {"Ref": "AmidRoleArn"}},
+        )
+        assert (grant["Action"], grant["Resource"]) == ("ec2:DescribeImages", "*")
+        assert "Condition" not in without_org and without_org["Principal"] == trust["Principal"]
+
+    def test_amid_may_assume_only_the_named_role_and_in_the_organisation_where_given(
+        self,
+    ) -> None:
+        role = {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role/${DescribeImagesRoleName}"}
+        central = _statement(
+            "amid-central.yaml", "AssumeDescribeImagesRolePolicy", "AssumeDescribeImagesRole"
+        )
+        single_anywhere = _statement(
+            "amid.yaml", "AssumeDescribeImagesRolePolicy", "AssumeDescribeImagesRole",
+            **{**SINGLE_CONDITIONS, "WithinOrganization": False},
+        )  # fmt: skip
+
+        assert (central["Action"], central["Resource"]) == ("sts:AssumeRole", role)
+        assert central["Condition"] == {"StringEquals": {"aws:ResourceOrgID": ORG}}
+        assert single_anywhere["Resource"] == role and "Condition" not in single_anywhere
+
+    def test_without_a_role_name_amid_may_assume_nothing(self) -> None:
+        for name, conditions in (
+            ("amid.yaml", {**SINGLE_CONDITIONS, "AssumeDescribeImagesRole": False}),
+            ("amid-central.yaml", {"AssumeDescribeImagesRole": False}),
+        ):
+            resources = template(TEMPLATES[name][0])["Resources"]
+            policy = resources["AssumeDescribeImagesRolePolicy"]
+            assert policy["Condition"] == "AssumeDescribeImagesRole"
+            actions = {
+                action
+                for resource, kind, s in policy_statements(name, conditions)
+                if kind == "identity" and resource != "AssumeDescribeImagesRolePolicy"
+                for action in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+            }
+            assert not any(a.startswith("sts:") for a in actions), name
+
+    def test_the_forwarding_role_puts_events_on_the_central_bus_only(self) -> None:
+        grant = _statement("amid-member.yaml", "ForwardRole", "PutEventsOnTheCentralBus")
+        member = template(MEMBER_TEMPLATE)["Resources"]
+        (target,) = member["AmiStateChangeRule"]["Properties"]["Targets"]
+
+        assert (grant["Action"], grant["Resource"]) == (
+            "events:PutEvents",
+            {"Ref": "CentralEventBusArn"},
+        )
+        assert target == {
+            "Id": "amid-central-bus",
+            "Arn": {"Ref": "CentralEventBusArn"},
+            "RoleArn": {"Fn::GetAtt": ["ForwardRole", "Arn"]},
+        }
+        assert "RoleName" not in member["ForwardRole"]["Properties"], "one per region, unnamed"
+
+    def test_the_central_amid_policy_is_the_single_account_one_without_the_topic(self) -> None:
+        central = {
+            (g.sid, g.action, g.resource)
+            for g in grants("AmidPolicy", template(CENTRAL_TEMPLATE), CENTRAL_CONDITIONS)
+        }
+        single = {(g.sid, g.action, g.resource) for g in grants("AmidPolicy")}
+        assert central == {grant for grant in single if grant[0] != "PublishToTopic"}
+
+
+@pytest.mark.slow
+class TestCentralPolicyAudit:
+    def test_every_daemon_call_but_publishing_is_allowed_by_the_central_amid_policy(
+        self, audit: Audit
+    ) -> None:
+        central = grants("AmidPolicy", template(CENTRAL_TEMPLATE), CENTRAL_CONDITIONS)
+        calls = [need for need in audit.daemon if need.action != "sns:Publish"]
+        assert _denied(central, calls) == []
+        assert [grant for grant in central if not used(grant, calls)] == []
