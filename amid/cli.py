@@ -53,16 +53,42 @@ def _parser() -> argparse.ArgumentParser:
     replay = with_config(commands.add_parser("replay", help="handle events from files"))
     replay.add_argument("--no-dedupe", action="store_true", help="ignore the delivery ledger")
     replay.add_argument("files", nargs="+", help="JSON, JSON array or JSON lines; - for stdin")
-    with_config(
+    doctor = with_config(
         commands.add_parser(
             "doctor", help="check the queue, its policy, the EventBridge rule, topics and table"
         )
+    )
+    doctor.add_argument(
+        "--account",
+        action="append",
+        default=[],
+        metavar="A",
+        help="with enrich.role_arn: check the role can be assumed in this account (repeatable)",
     )
     demo = commands.add_parser("demo", help="the whole pipeline locally, no AWS account needed")
     demo.add_argument("--forever", action="store_true", help="keep the demo running")
     dedupe = commands.add_parser("dedupe", help="dedupe store helpers")
     dedupe_commands = dedupe.add_subparsers(dest="dedupe_command", required=True)
     with_config(dedupe_commands.add_parser("create-table", help="create the DynamoDB table"))
+    images = commands.add_parser("images", help="image memory helpers")
+    images_commands = images.add_subparsers(dest="images_command", required=True)
+    sync = with_config(
+        images_commands.add_parser("sync", help="remember the images that exist now")
+    )
+    sync.add_argument(
+        "--region",
+        action="append",
+        default=[],
+        metavar="R",
+        help="a region to sync (repeatable; default: the queue's)",
+    )
+    sync.add_argument(
+        "--account",
+        action="append",
+        default=[],
+        metavar="A",
+        help="sync this account's images through enrich.role_arn (repeatable; default: amid's own)",
+    )
     return parser
 
 
@@ -94,9 +120,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             EXIT_USAGE if bodies is None else asyncio.run(_replay(config, bodies, args.no_dedupe))
         )
     if args.command == "doctor":
-        return asyncio.run(_doctor(config))
+        return asyncio.run(_doctor(config, args.account))
     if args.command == "dedupe":
         return asyncio.run(_create_table(config))
+    if args.command == "images":
+        return asyncio.run(_sync_images(config, args.region, args.account))
     raise AssertionError(args.command)  # pragma: no cover - argparse rejects the rest
 
 
@@ -234,12 +262,14 @@ def _describe_outcome(outcome: Any) -> str:
     return line
 
 
-async def _doctor(config: Config) -> int:
+async def _doctor(config: Config, accounts: Sequence[str]) -> int:
     from amid.aws import AwsClients
-    from amid.tools.doctor import diagnose, report
+    from amid.tools.doctor import diagnose, report, role_checks
 
     async with AwsClients() as aws:
-        text, healthy = report(await diagnose(config, aws))
+        checks = await diagnose(config, aws)
+        checks.extend(await role_checks(config, aws, accounts))
+        text, healthy = report(checks)
     print(text)
     return EXIT_OK if healthy else EXIT_FAILED
 
@@ -252,4 +282,43 @@ async def _create_table(config: Config) -> int:
         client = await aws.client("dynamodb", config.queue.resolved_region)
         await create_table(client, config.dedupe.table)
     print(f"table {config.dedupe.table} is ready")
+    return EXIT_OK
+
+
+async def _sync_images(config: Config, regions: Sequence[str], accounts: Sequence[str]) -> int:
+    from amid.aws import AwsClients
+    from amid.store import LedgerUnavailable, open_store
+    from amid.tools.images import SyncRefused, check_syncable, sync_images
+
+    if accounts and config.enrich.role_arn is None:
+        print("--account: needs enrich.role_arn, the role to assume there", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        check_syncable(config)
+    except SyncRefused as error:
+        print(f"images sync: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    async with AwsClients() as aws:
+        try:
+            store = await open_store(config.dedupe, aws, config.queue.resolved_region)
+        except LedgerUnavailable as error:
+            print(
+                f"dedupe: cannot open the {config.dedupe.backend} store: {error}", file=sys.stderr
+            )
+            return EXIT_USAGE
+        try:
+            summary = await sync_images(
+                config,
+                aws,
+                store,
+                regions=regions,
+                accounts=accounts,
+                progress=lambda line: print(line, flush=True),
+            )
+        except Exception as error:  # noqa: BLE001 - one line, not a traceback, for the operator
+            print(f"images sync failed: {type(error).__name__}: {error}", file=sys.stderr)
+            return EXIT_FAILED
+        finally:
+            await store.aclose()
+    print(summary.line())
     return EXIT_OK
