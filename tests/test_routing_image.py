@@ -124,7 +124,9 @@ class TestConfig:
         assert error.value.problems[0].startswith("handlers[0].match: image.name[0].prefix")
 
     def test_role_arn_must_be_a_template_that_compiles(self) -> None:
-        text = QUEUE + "enrich: {role_arn: 'arn:{{ account'}\nhandlers: [{name: a, type: console}]\n"
+        text = (
+            QUEUE + "enrich: {role_arn: 'arn:{{ account'}\nhandlers: [{name: a, type: console}]\n"
+        )
         with pytest.raises(ConfigError) as error:
             parse_config(text, env={})
         assert error.value.problems[0].startswith("enrich.role_arn: template does not compile")
