@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="EVENT.json",
         help="show which handlers this event would reach, and why the others would not",
     )
+    check.add_argument(
+        "--image",
+        type=Path,
+        metavar="IMAGE.json",
+        help="with --explain: the image object patterns on `image` are held against",
+    )
     test = with_config(commands.add_parser("test-event", help="send one synthetic event"))
     test.add_argument("--state", default="available", help="AMI state (default: available)")
     test.add_argument("--image-id", default="ami-0123456789abcdef0")
@@ -111,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return _run(config, config_path)
     if args.command == "check-config":
-        return _check_config(config, config_path, args.explain)
+        return _check_config(config, config_path, args.explain, args.image)
     if args.command == "test-event":
         return asyncio.run(_test_event(config, args))
     if args.command == "replay":
@@ -153,17 +159,23 @@ def _run(config: Config, config_path: Path) -> int:
     return EXIT_OK
 
 
-def _check_config(config: Config, path: Path, explain: Path | None) -> int:
+def _check_config(config: Config, path: Path, explain: Path | None, image: Path | None) -> int:
     if explain is not None:
-        from amid.tools.explain import explain_routes, format_explanation
+        from amid.pipeline.patterns import names_field
+        from amid.tools.explain import describe_plan, explain_routes, format_explanation
 
         try:
             event = json.loads(explain.read_text(encoding="utf-8"))
+            facts = json.loads(image.read_text(encoding="utf-8")) if image is not None else None
         except (OSError, ValueError) as error:
-            print(f"{explain}: cannot read the event: {error}", file=sys.stderr)
+            print(f"{explain}: cannot read the event or image: {error}", file=sys.stderr)
             return EXIT_USAGE
-        results = explain_routes(config, event)
-        print(format_explanation(results))
+        if facts is not None and not isinstance(facts, dict):
+            print(f"{image}: the image must be a JSON object", file=sys.stderr)
+            return EXIT_USAGE
+        if any(h.match is not None and names_field(h.match, "image") for h in config.handlers):
+            print(describe_plan(config, event, facts))
+        print(format_explanation(explain_routes(config, event, facts)))
         return EXIT_OK
     print(f"{path}: valid")
     print(
