@@ -141,3 +141,24 @@ class TestConfig:
         with pytest.raises(ConfigError) as error:
             parse_config(QUEUE + "enrich: {remember: -1}\nhandlers: [{name: a, type: console}]\n")
         assert error.value.problems[0].startswith("enrich.remember")
+
+
+class TestDocumentedRoutes:
+    """The image routes shown in README.md and docs/routing.md are configs amid accepts."""
+
+    @pytest.mark.parametrize("doc", ["README.md", "docs/routing.md"])
+    def test_the_documented_config_validates_and_routes_as_it_says(self, doc: str) -> None:
+        from pathlib import Path
+
+        text = (Path(__file__).parent.parent / doc).read_text()
+        block = next(b for b in text.split("```yaml")[1:] if "image: {tags" in b)
+        yaml_text = block.split("```")[0].replace(
+            "webhook_url_file: /run/secrets/", "webhook_url: https://hooks.slack.com/"
+        )
+        config = parse_config(QUEUE + yaml_text, env={})
+        routes = Router(config.handlers)
+        payments = {"name": "payments-api", "tags": {"Team": "payments"}}
+        assert "payments-failures" in routes.route(event("failed"), payments)
+        gone = routes.route(event("deregistered"), {"name": "prod-web", "remembered": True})
+        assert "prod-deregistration-audit" in gone
+        assert routes.needs_image(event("available")) == ()
