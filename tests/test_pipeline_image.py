@@ -108,3 +108,13 @@ async def test_nothing_is_described_when_every_handler_already_succeeded() -> No
     duplicate = await stage.process(body, run)
     assert duplicate.label == "duplicate"
     assert len(enricher.asked) == 1
+
+
+async def test_image_routes_without_an_enricher_wait_rather_than_route_on_nothing() -> None:
+    # A SIGHUP may add image routes to a daemon started without describe_images: the
+    # enrich section needs a restart, and until then those routes wait.
+    run, handlers = runtime({"team": TEAM, "everything": None})
+    stage = Pipeline(ledger=SpyLedger(), metrics=Metrics(), owner="me", lease=30)
+    outcome = await stage.process(json.dumps(synthetic_event("failed")), run)
+    assert (outcome.label, outcome.reason) == ("retry", "enrich_unavailable")
+    assert (handlers["team"].sent, handlers["everything"].sent) == (0, 1)

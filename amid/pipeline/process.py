@@ -267,7 +267,8 @@ class Pipeline:
         """The enrich stage: described only when a handler still to run routes on the image
         or (describe_images on) a template may show it. Most events route without it."""
         if self._enricher is None:
-            return NOT_ASKED
+            # Image routes but no enricher: a reload added them; enrich needs a restart.
+            return NOT_ASKED if not router.image_routes else ImageLookup({}, False, "unavailable")
         routes_on_it = any(name not in claim.delivered for name in router.needs_image(event))
         if not routes_on_it and all(name in claim.delivered for name in router.route(event)):
             return NOT_ASKED
