@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="EVENT.json",
         help="show which handlers this event would reach, and why the others would not",
     )
+    check.add_argument(
+        "--image",
+        type=Path,
+        metavar="IMAGE.json",
+        help="with --explain: the image object patterns on `image` are held against",
+    )
     test = with_config(commands.add_parser("test-event", help="send one synthetic event"))
     test.add_argument("--state", default="available", help="AMI state (default: available)")
     test.add_argument("--image-id", default="ami-0123456789abcdef0")
@@ -79,11 +85,37 @@ def _parser() -> argparse.ArgumentParser:
         metavar="REGION",
         help="a region to check in the member accounts (repeatable; default: the bus's region)",
     )
+    doctor.add_argument(
+        "--account",
+        action="append",
+        default=[],
+        metavar="A",
+        help="with enrich.role_arn: check the role can be assumed in this account (repeatable)",
+    )
     demo = commands.add_parser("demo", help="the whole pipeline locally, no AWS account needed")
     demo.add_argument("--forever", action="store_true", help="keep the demo running")
     dedupe = commands.add_parser("dedupe", help="dedupe store helpers")
     dedupe_commands = dedupe.add_subparsers(dest="dedupe_command", required=True)
     with_config(dedupe_commands.add_parser("create-table", help="create the DynamoDB table"))
+    images = commands.add_parser("images", help="image memory helpers")
+    images_commands = images.add_subparsers(dest="images_command", required=True)
+    sync = with_config(
+        images_commands.add_parser("sync", help="remember the images that exist now")
+    )
+    sync.add_argument(
+        "--region",
+        action="append",
+        default=[],
+        metavar="R",
+        help="a region to sync (repeatable; default: the queue's)",
+    )
+    sync.add_argument(
+        "--account",
+        action="append",
+        default=[],
+        metavar="A",
+        help="sync this account's images through enrich.role_arn (repeatable; default: amid's own)",
+    )
     return parser
 
 
@@ -112,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return _run(config, config_path)
     if args.command == "check-config":
-        return _check_config(config, config_path, args.explain)
+        return _check_config(config, config_path, args.explain, args.image)
     if args.command == "test-event":
         return asyncio.run(_test_event(config, args))
     if args.command == "replay":
@@ -124,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_doctor(config, args))
     if args.command == "dedupe":
         return asyncio.run(_create_table(config))
+    if args.command == "images":
+        return asyncio.run(_sync_images(config, args.region, args.account))
     raise AssertionError(args.command)  # pragma: no cover - argparse rejects the rest
 
 
@@ -152,17 +186,23 @@ def _run(config: Config, config_path: Path) -> int:
     return EXIT_OK
 
 
-def _check_config(config: Config, path: Path, explain: Path | None) -> int:
+def _check_config(config: Config, path: Path, explain: Path | None, image: Path | None) -> int:
     if explain is not None:
-        from amid.tools.explain import explain_routes, format_explanation
+        from amid.pipeline.patterns import names_field
+        from amid.tools.explain import describe_plan, explain_routes, format_explanation
 
         try:
             event = json.loads(explain.read_text(encoding="utf-8"))
+            facts = json.loads(image.read_text(encoding="utf-8")) if image is not None else None
         except (OSError, ValueError) as error:
-            print(f"{explain}: cannot read the event: {error}", file=sys.stderr)
+            print(f"{explain}: cannot read the event or image: {error}", file=sys.stderr)
             return EXIT_USAGE
-        results = explain_routes(config, event)
-        print(format_explanation(results))
+        if facts is not None and not isinstance(facts, dict):
+            print(f"{image}: the image must be a JSON object", file=sys.stderr)
+            return EXIT_USAGE
+        if any(h.match is not None and names_field(h.match, "image") for h in config.handlers):
+            print(describe_plan(config, event, facts))
+        print(format_explanation(explain_routes(config, event, facts)))
         return EXIT_OK
     print(f"{path}: valid")
     print(
@@ -263,14 +303,16 @@ def _describe_outcome(outcome: Any) -> str:
 
 async def _doctor(config: Config, args: argparse.Namespace) -> int:
     from amid.aws import AwsClients
-    from amid.tools.doctor import MemberTarget, diagnose, report
+    from amid.tools.doctor import MemberTarget, diagnose, report, role_checks
 
     members = [
         MemberTarget(account, args.member_role, tuple(args.member_region))
         for account in args.member_account
     ]
     async with AwsClients() as aws:
-        text, healthy = report(await diagnose(config, aws, members))
+        checks = await diagnose(config, aws, members)
+        checks.extend(await role_checks(config, aws, args.account))
+        text, healthy = report(checks)
     print(text)
     return EXIT_OK if healthy else EXIT_FAILED
 
@@ -283,4 +325,43 @@ async def _create_table(config: Config) -> int:
         client = await aws.client("dynamodb", config.queue.resolved_region)
         await create_table(client, config.dedupe.table)
     print(f"table {config.dedupe.table} is ready")
+    return EXIT_OK
+
+
+async def _sync_images(config: Config, regions: Sequence[str], accounts: Sequence[str]) -> int:
+    from amid.aws import AwsClients
+    from amid.store import LedgerUnavailable, open_store
+    from amid.tools.images import SyncRefused, check_syncable, sync_images
+
+    if accounts and config.enrich.role_arn is None:
+        print("--account: needs enrich.role_arn, the role to assume there", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        check_syncable(config)
+    except SyncRefused as error:
+        print(f"images sync: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    async with AwsClients() as aws:
+        try:
+            store = await open_store(config.dedupe, aws, config.queue.resolved_region)
+        except LedgerUnavailable as error:
+            print(
+                f"dedupe: cannot open the {config.dedupe.backend} store: {error}", file=sys.stderr
+            )
+            return EXIT_USAGE
+        try:
+            summary = await sync_images(
+                config,
+                aws,
+                store,
+                regions=regions,
+                accounts=accounts,
+                progress=lambda line: print(line, flush=True),
+            )
+        except Exception as error:  # noqa: BLE001 - one line, not a traceback, for the operator
+            print(f"images sync failed: {type(error).__name__}: {error}", file=sys.stderr)
+            return EXIT_FAILED
+        finally:
+            await store.aclose()
+    print(summary.line())
     return EXIT_OK

@@ -141,9 +141,23 @@ class DedupeConfig(_Model):
     memory_max_events: Count = Field(default=100_000, ge=100)
 
 
+def _check_role_arn(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        return None
+    if value is not None:
+        templates.compile_template(value)
+    return value
+
+
 class EnrichConfig(_Model):
     describe_images: bool = False
     cache_ttl: Duration = Field(default=600.0, ge=0)
+    # A template (`account`, `region`): the role assumed to describe images in the event's own
+    # account. None, or a rendering that is empty: amid's own credentials.
+    role_arn: str | None = None
+    remember: Duration = Field(default=90 * 86400.0, ge=0)  # 0: no image memory
+
+    _role_arn = field_validator("role_arn")(_check_role_arn)
 
 
 class MetricsConfig(_Model):
@@ -373,6 +387,13 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
+        if not self.enrich.describe_images:
+            for index, handler in enumerate(self.handlers):
+                if handler.match is not None and patterns.names_field(handler.match, "image"):
+                    raise ValueError(
+                        f"handlers[{index}].match.image: matching on the image needs "
+                        "enrich.describe_images: true"
+                    )
         if self.dedupe.ttl < self.queue.redelivery.max * 2:
             raise ValueError(
                 "dedupe.ttl must be at least twice queue.redelivery.max, "
@@ -520,6 +541,9 @@ def _error_path(location: tuple[int | str, ...], document: Any) -> str:
     return "".join(parts) or "<root>"
 
 
+_PATHED = re.compile(r"^[A-Za-z_][\w.$\[\]-]*: ")
+
+
 def _format_errors(error: ValidationError, document: Any) -> list[str]:
     problems = []
     for item in error.errors(include_url=False, include_input=False):
@@ -531,6 +555,9 @@ def _format_errors(error: ValidationError, document: Any) -> list[str]:
             message = "unknown handler type; use one of shell, slack, sns, webhook, console"
         elif item["type"] == "union_tag_not_found":
             message = "missing key 'type' (shell, slack, sns, webhook or console)"
+        if path == "<root>" and _PATHED.match(message):
+            problems.append(message)  # a cross-check that names its own path
+            continue
         problems.append(f"{path}: {message}")
     return problems
 

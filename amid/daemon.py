@@ -30,7 +30,7 @@ from amid.pipeline.process import Enricher, Pipeline, Runtime
 from amid.pipeline.routing import Router
 from amid.pipeline.source import Heartbeat, Message, SqsSource, SqsUnavailable
 from amid.sdnotify import SystemdNotifier, watchdog_interval
-from amid.store import Ledger, LedgerUnavailable, open_store
+from amid.store import Ledger, LedgerUnavailable, Store, open_store
 
 
 class StartupError(Exception):
@@ -168,11 +168,11 @@ class Daemon:
                 metrics=self.metrics,
                 owner=self.owner,
                 lease=config.queue.visibility_timeout,
-                enricher=self._enricher(config, aws, stack),
+                enricher=self._enricher(config, aws, ledger, stack),
             )
             await self._serve(config, source, ledger, pipeline, runtimes, resources)
 
-    async def _open_ledger(self, aws: AwsClients, region: str | None) -> Ledger:
+    async def _open_ledger(self, aws: AwsClients, region: str | None) -> Store:
         try:
             return await open_store(self.config.dedupe, aws, region)
         except LedgerUnavailable as error:
@@ -181,11 +181,11 @@ class Daemon:
             ) from None
 
     def _enricher(
-        self, config: Config, aws: AwsClients, stack: contextlib.AsyncExitStack
+        self, config: Config, aws: AwsClients, store: Store, stack: contextlib.AsyncExitStack
     ) -> Enricher | None:
         if not config.enrich.describe_images:
             return None
-        enricher = ImageEnricher.from_config(config, aws)
+        enricher = ImageEnricher.from_config(config, aws, memory=store, metrics=self.metrics)
         stack.push_async_callback(enricher.aclose)
         return enricher
 

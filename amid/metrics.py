@@ -17,6 +17,9 @@ SQS_OPERATIONS = (
     "GetQueueAttributes",
 )
 
+LOOKUP_OUTCOMES = ("described", "remembered", "not_found", "unavailable", "denied")
+RETRY_REASONS = ("handler_failed", "ledger_unavailable", "enrich_unavailable")
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _LAG_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
 
@@ -107,6 +110,25 @@ class Metrics:
             ["operation"],
             registry=r,
         )
+        # --- image-aware routing (SPEC 3a) ---
+        self.image_lookups = Counter(
+            "amid_image_lookups_total",
+            "Image lookups by what they found: described, remembered, not_found, or no answer"
+            " (unavailable, denied: routes on image wait for redelivery).",
+            ["outcome"],
+            registry=r,
+        )
+        self.event_retries = Counter(
+            "amid_event_retries_total",
+            "Events left for redelivery, by why: handler_failed, ledger_unavailable,"
+            " enrich_unavailable.",
+            ["reason"],
+            registry=r,
+        )
+        for outcome in LOOKUP_OUTCOMES:
+            self.image_lookups.labels(outcome)
+        for reason in RETRY_REASONS:
+            self.event_retries.labels(reason)
         self._prime()
 
     def _prime(self) -> None:

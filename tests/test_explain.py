@@ -109,3 +109,75 @@ def test_a_match_eventbridge_refuses_is_a_config_error_naming_the_path() -> None
     assert caught.value.problems == [
         "handlers[1].match: detail.State[0].numeric[0]: a numeric range starts with > or >="
     ]
+
+
+# --- patterns on `image` (SPEC 3a) ---
+
+IMAGE_CONFIG = """
+queue: {url: "http://127.0.0.1:1/123456789012/q"}
+enrich: {describe_images: true, role_arn: "arn:aws:iam::{{ account }}:role/amid-describe-images"}
+handlers:
+  - name: payments
+    type: console
+    match: {detail: {State: [failed]}, image: {tags: {Team: [payments]}}}
+  - name: prod-audit
+    type: console
+    match: {detail: {State: [deregistered]}, image: {name: [{prefix: prod-}]}}
+"""
+
+
+def check_config(*args: str) -> tuple[int, str]:
+    """`amid check-config ARGS` in process: (exit code, stdout)."""
+    import contextlib
+    import io
+
+    from amid.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["check-config", *args])
+    return code, out.getvalue()
+
+
+def test_an_image_route_is_explained_against_the_image_given() -> None:
+    config = parse_config(IMAGE_CONFIG, env={})
+    image = {"name": "payments-api", "tags": {"Team": "search"}}
+    results = explain_routes(config, seed("failed"), image)
+    assert results[0].handler == "payments" and not results[0].matched
+    assert "image.tags.Team" in str(results[0].reason)
+    good = explain_routes(config, seed("failed"), {"tags": {"Team": "payments"}})
+    assert good[0] == RouteExplanation("payments", True, None)
+
+
+def test_without_an_image_it_says_the_daemon_would_describe_it(tmp_path: Path) -> None:
+    config_file = tmp_path / "amid.yaml"
+    config_file.write_text(IMAGE_CONFIG)
+    event = seed("failed")
+    event["account"] = "111122223333"
+    (tmp_path / "event.json").write_text(json.dumps(event))
+    code, output = check_config("-c", str(config_file), "--explain", str(tmp_path / "event.json"))
+    lines = output.splitlines()
+    assert code == 0
+    assert lines[0] == (
+        f"image: not given (--image FILE); amid would describe {event['detail']['ImageId']} in "
+        f"{event['region']} as arn:aws:iam::111122223333:role/amid-describe-images"
+    )
+    assert lines[1] == "? payments: decided by the image, which amid would describe"
+    assert lines[2].startswith("✗ prod-audit: detail.State")
+
+
+def test_with_an_image_file_the_cli_shows_the_image_it_used(tmp_path: Path) -> None:
+    config_file = tmp_path / "amid.yaml"
+    config_file.write_text(IMAGE_CONFIG)
+    (tmp_path / "event.json").write_text(json.dumps(seed("deregistered")))
+    (tmp_path / "image.json").write_text(json.dumps({"name": "prod-web", "tags": {}}))
+    code, output = check_config(
+        "-c", str(config_file), "--explain", str(tmp_path / "event.json"),
+        "--image", str(tmp_path / "image.json"),
+    )  # fmt: skip
+    assert code == 0
+    assert output.splitlines() == [
+        'image (given): {"name": "prod-web", "tags": {}}',
+        '✗ payments: detail.State: "deregistered" does not match ["failed"]',
+        "✓ prod-audit",
+    ]

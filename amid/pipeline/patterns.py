@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-__all__ = ["Pattern", "PatternError", "compile_pattern"]
+__all__ = ["Pattern", "PatternError", "compile_pattern", "names_field", "without_field"]
 
 
 class PatternError(ValueError):
@@ -161,6 +161,29 @@ def _explain_object(node: _Object, value: Mapping[str, Any]) -> str | None:
             where = f"{node.path}.$or" if node.path else "$or"
             return f"{where}: no alternative matches ({'; '.join(map(str, reasons))})"
     return None
+
+
+# --- top-level fields ----------------------------------------------------------
+
+
+def names_field(pattern: Mapping[str, Any], key: str) -> bool:
+    """Does `pattern` hold `key` at its top level, or in a top-level `$or` alternative?"""
+    if key in pattern:
+        return True
+    alternatives = pattern.get("$or")
+    return isinstance(alternatives, list) and any(
+        isinstance(item, Mapping) and names_field(item, key) for item in alternatives
+    )
+
+
+def without_field(pattern: Mapping[str, Any], key: str) -> dict[str, Any] | None:
+    """What an event must match whatever its `key` holds: `pattern` without `key` and without
+    a top-level `$or` that names it (they are and-ed, so dropping them only widens it).
+    None when nothing is left: any event may match."""
+    if "$or" in pattern and names_field({"$or": pattern["$or"]}, key):
+        pattern = {k: v for k, v in pattern.items() if k != "$or"}
+    rest = {k: v for k, v in pattern.items() if k != key}
+    return rest or None
 
 
 # --- compiling objects ---------------------------------------------------------

@@ -1,4 +1,4 @@
-"""process(message) -> outcome: decode, dedupe, route, deliver, in that order.
+"""process(message) -> outcome: decode, dedupe, enrich, route, deliver, in that order.
 
 The stage is total: whatever the message holds and whatever the handlers or
 the ledger do, `process` returns an `Outcome` that says whether to delete the
@@ -22,12 +22,13 @@ from amid.logs import get_logger
 from amid.metrics import Metrics
 from amid.pipeline.decode import DecodeError, decode
 from amid.pipeline.deliver import DeliveryResult, deliver
+from amid.pipeline.enrich import NOT_ASKED, ImageLookup
 from amid.pipeline.routing import Router
 from amid.store.base import Claim, Ledger, LedgerUnavailable
 
 
 class Enricher(Protocol):
-    async def describe(self, image_id: str, region: str) -> Mapping[str, Any]: ...
+    async def lookup(self, image_id: str, region: str, account: str = "") -> ImageLookup: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,8 @@ class Pipeline:
         event = decoded
         outcome = await self._handle(event, runtime, retry_delay, on_claimed)
         self._metrics.events.labels(event.state_label, outcome.label).inc()
+        if outcome.label == "retry" and outcome.reason is not None:
+            self._metrics.event_retries.labels(outcome.reason).inc()
         return outcome
 
     async def _handle(
@@ -162,7 +165,6 @@ class Pipeline:
         on_claimed: Callable[[str], None] | None,
     ) -> Outcome:
         log = self._log.bind(**event.log_context())
-        matched = runtime.router.route(event)
         # A second copy in this process waits here (its visibility kept by the heartbeat).
         async with self._locks.hold(event.id):
             try:
@@ -178,7 +180,7 @@ class Pipeline:
             if on_claimed is not None:
                 on_claimed(event.id)
             try:
-                return await self._deliver_claimed(event, runtime, matched, claim, retry_delay, log)
+                return await self._deliver_claimed(event, runtime, claim, retry_delay, log)
             except BaseException:
                 # Cancelled (shutdown): give the event back at once, for any replica.
                 with contextlib.suppress(LedgerUnavailable):
@@ -189,15 +191,30 @@ class Pipeline:
         self,
         event: AmiStateChange,
         runtime: Runtime,
-        matched: tuple[str, ...],
         claim: Claim,
         retry_delay: float,
         log: Any,
     ) -> Outcome:
-        pending = [name for name in matched if name not in claim.delivered]
         if claim.done:
-            log.info("duplicate event; no handler called", handlers=list(matched))
+            log.info("duplicate event; no handler called")
             return Outcome("duplicate", delete=True, event=event)
+        lookup = await self._look_up_image(event, runtime.router, claim)
+        matched = runtime.router.route(event, lookup.image if lookup.known else None)
+        pending = [name for name in matched if name not in claim.delivered]
+        # Routes on `image` when it could not be had: never decided on missing data.
+        waiting = [
+            name
+            for name in (() if lookup.known else runtime.router.needs_image(event))
+            if name not in claim.delivered
+        ]
+        if waiting:
+            log.warning(
+                "image unavailable; handlers routed on it wait for redelivery",
+                handlers=waiting,
+                lookup=lookup.outcome,
+            )
+        if not pending and waiting:
+            return await self._left_for_image(event, retry_delay, log)
         if not pending:
             with contextlib.suppress(LedgerUnavailable):
                 await self._ledger.complete(event.id, self._owner)
@@ -208,13 +225,12 @@ class Pipeline:
             log.info("duplicate event; no handler called", handlers=list(matched))
             return Outcome("duplicate", delete=True, event=event)
 
-        image = await self._enrich(event) if self._enricher is not None else {}
-        notification = Notification(event, image)
+        notification = Notification(event, lookup.image)
         batch = _Batch(pending)
         results = await asyncio.gather(
             *(self._deliver_one(runtime, name, notification, batch, log) for name in pending)
         )
-        if all(result.delivered for result in results):
+        if all(result.delivered for result in results) and not waiting:
             try:
                 # The last success is recorded together with the done mark: one ledger write.
                 unrecorded = [r.handler for r in results if not batch.is_recorded(r.handler)]
@@ -235,14 +251,35 @@ class Pipeline:
         # A destination's Retry-After holds across redeliveries too: never come back sooner.
         asked = [r.retry_after for r in results if not r.delivered and r.retry_after is not None]
         retry_delay = max([retry_delay, *asked])
-        log.warning("event left for redelivery", failed=failed, delay=retry_delay)
+        log.warning("event left for redelivery", failed=failed, waiting=waiting, delay=retry_delay)
         return Outcome(
             "retry",
             delete=False,
             delay=retry_delay,
             event=event,
-            reason="handler_failed",
+            reason="handler_failed" if failed else "enrich_unavailable",
             results=tuple(results),
+        )
+
+    async def _look_up_image(
+        self, event: AmiStateChange, router: Router, claim: Claim
+    ) -> ImageLookup:
+        """The enrich stage: described only when a handler still to run routes on the image
+        or (describe_images on) a template may show it. Most events route without it."""
+        if self._enricher is None:
+            # Image routes but no enricher: a reload added them; enrich needs a restart.
+            return NOT_ASKED if not router.image_routes else ImageLookup({}, False, "unavailable")
+        routes_on_it = any(name not in claim.delivered for name in router.needs_image(event))
+        if not routes_on_it and all(name in claim.delivered for name in router.route(event)):
+            return NOT_ASKED
+        return await self._enricher.lookup(event.image_id, event.region, event.account)
+
+    async def _left_for_image(self, event: AmiStateChange, retry_delay: float, log: Any) -> Outcome:
+        with contextlib.suppress(LedgerUnavailable):
+            await self._ledger.release(event.id, self._owner)
+        log.warning("event left for redelivery", delay=retry_delay)
+        return Outcome(
+            "retry", delete=False, delay=retry_delay, event=event, reason="enrich_unavailable"
         )
 
     async def _deliver_one(
@@ -283,14 +320,6 @@ class Pipeline:
             )
             return DeliveryResult(result.handler, False, result.attempts, "ledger_unavailable")
         return result
-
-    async def _enrich(self, event: AmiStateChange) -> Mapping[str, Any]:
-        assert self._enricher is not None  # noqa: S101 - checked by the caller
-        try:
-            return await self._enricher.describe(event.image_id, event.region)
-        except Exception:  # noqa: BLE001 - enrichment never blocks delivery
-            self._log.warning("enrichment failed", image_id=event.image_id, exc_info=True)
-            return {}
 
     def _observe_lag(self, event: AmiStateChange) -> None:
         occurred = event.occurred_at

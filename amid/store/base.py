@@ -1,6 +1,7 @@
 """What amid must remember, one small Protocol per kind of state.
 
 - `Ledger`: which handlers have succeeded for which event, and who holds it now.
+- `ImageMemory`: what was last learned of each image, so a deregistered one still has a name.
 
 `Store` is all of them at once: every backend (memory, sqlite, dynamodb)
 implements every kind, so one `dedupe` section configures where amid keeps
@@ -9,9 +10,9 @@ everything, and replicas sharing a dynamodb table share all of it.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class LedgerUnavailable(Exception):
@@ -68,5 +69,25 @@ class Ledger(Protocol):
     async def aclose(self) -> None: ...
 
 
-class Store(Ledger, Protocol):
+class ImageMemory(Protocol):
+    """Per (region, image id), the image's facts (the `image` object, JSON-able), kept for
+    `keep` seconds after they were last stored; each store renews the time. Raises
+    LedgerUnavailable when the store cannot be read or written now."""
+
+    async def remember(
+        self, region: str, image_id: str, image: Mapping[str, Any], keep: float
+    ) -> None: ...
+
+    async def remember_many(
+        self, region: str, images: Mapping[str, Mapping[str, Any]], keep: float
+    ) -> None:
+        """`images` maps image ids to their facts; written in batches (`amid images sync`)."""
+        ...
+
+    async def recall(self, region: str, image_id: str) -> dict[str, Any] | None:
+        """The facts last remembered, None when none are kept (or they have expired)."""
+        ...
+
+
+class Store(Ledger, ImageMemory, Protocol):
     """Every kind of state amid keeps, in one backend."""

@@ -7,6 +7,8 @@ capacity; DynamoDB TTL on `expires_at`):
     <event id>  event            owner (S, absent when free), lease_until (N),
                                  done (BOOL), claims (N), expires_at (N)
     <event id>  handler#<name>   owner (S, who recorded it), expires_at (N)
+    image#<region>#<image id>
+                image            facts (S, the image object as JSON), expires_at (N)
 
 `expires_at` is epoch seconds on every item, so DynamoDB's TTL deletes old
 event ids. TTL deletion is lazy (often days late), so every read also ignores
@@ -22,6 +24,8 @@ returns an event and all its handler records.
   owner still holds a live lease on the event item, and the Put of the
   handler item. A stale owner cannot record over another's claim.
 - `extend`, `complete` and `release` are conditional updates of the event item.
+- Image memory: `remember` is one PutItem, `remember_many` PutItems 25 at a time (the
+  calls the ledger is granted already; no BatchWriteItem), `recall` a Query of its pk.
 
 Leases compare the replicas' own clocks (`clock`): keep them synchronised
 (chrony, the Amazon Time Sync Service) to well within the lease length.
@@ -34,6 +38,7 @@ table, denied access), the call raises LedgerUnavailable.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -55,6 +60,9 @@ from amid.store.base import Claim, LeaseLost, LedgerUnavailable
 
 EVENT_SK = "event"
 HANDLER_PREFIX = "handler#"
+IMAGE_PREFIX = "image#"
+IMAGE_SK = "image"
+_IMAGE_WRITES = 25  # PutItems at once in remember_many
 TTL_ATTRIBUTE = "expires_at"
 _CREATE_TIMEOUT = 300.0
 
@@ -388,6 +396,52 @@ class DynamoLedger:
 
     async def aclose(self) -> None:
         self._closed = True
+
+    # --- images ---
+
+    def _image_key(self, region: str, image_id: str) -> dict[str, Any]:
+        return {"pk": {"S": f"{IMAGE_PREFIX}{region}#{image_id}"}, "sk": {"S": IMAGE_SK}}
+
+    async def remember(
+        self, region: str, image_id: str, image: Mapping[str, Any], keep: float
+    ) -> None:
+        await self._call(
+            "put_item",
+            TableName=self._table,
+            Item={
+                **self._image_key(region, image_id),
+                "facts": {"S": json.dumps(image)},
+                TTL_ATTRIBUTE: _epoch(self._clock() + keep),
+            },
+        )
+
+    async def remember_many(
+        self, region: str, images: Mapping[str, Mapping[str, Any]], keep: float
+    ) -> None:
+        items = list(images.items())
+        for start in range(0, len(items), _IMAGE_WRITES):
+            await asyncio.gather(
+                *(
+                    self.remember(region, image_id, image, keep)
+                    for image_id, image in items[start : start + _IMAGE_WRITES]
+                )
+            )
+
+    async def recall(self, region: str, image_id: str) -> dict[str, Any] | None:
+        key = self._image_key(region, image_id)
+        page = await self._call(
+            "query",
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND sk = :sk",
+            ExpressionAttributeValues={":pk": key["pk"], ":sk": key["sk"]},
+            ConsistentRead=True,
+        )
+        now = self._clock()
+        for item in page.get("Items", []):
+            if _number(item, TTL_ATTRIBUTE) > now:
+                facts: dict[str, Any] = json.loads(_string(item, "facts") or "{}")
+                return facts
+        return None
 
 
 async def create_table(client: Any, table: str) -> None:

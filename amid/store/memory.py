@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from amid.store.base import Claim, LeaseLost
 
@@ -29,6 +31,7 @@ class MemoryLedger:
         self._max_events = max_events
         self._clock = clock
         self._records: OrderedDict[str, _Record] = OrderedDict()
+        self._images: OrderedDict[tuple[str, str], tuple[float, dict[str, Any]]] = OrderedDict()
 
     def _live(self, event_id: str, now: float) -> _Record | None:
         record = self._records.get(event_id)
@@ -83,3 +86,29 @@ class MemoryLedger:
 
     async def aclose(self) -> None:
         return None
+
+    # --- images ---
+
+    async def remember(
+        self, region: str, image_id: str, image: Mapping[str, Any], keep: float
+    ) -> None:
+        key = (region, image_id)
+        self._images.pop(key, None)
+        self._images[key] = (self._clock() + keep, copy.deepcopy(dict(image)))
+        while len(self._images) > self._max_events:
+            self._images.popitem(last=False)
+
+    async def remember_many(
+        self, region: str, images: Mapping[str, Mapping[str, Any]], keep: float
+    ) -> None:
+        for image_id, image in images.items():
+            await self.remember(region, image_id, image, keep)
+
+    async def recall(self, region: str, image_id: str) -> dict[str, Any] | None:
+        kept = self._images.get((region, image_id))
+        if kept is None:
+            return None
+        if kept[0] <= self._clock():
+            del self._images[(region, image_id)]
+            return None
+        return copy.deepcopy(kept[1])

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from amid.store.base import Claim, LeaseLost, LedgerUnavailable
 
@@ -40,6 +41,14 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS events_expiry ON events (expires_at);
 CREATE INDEX IF NOT EXISTS deliveries_expiry ON deliveries (expires_at);
+CREATE TABLE IF NOT EXISTS images (
+    region     TEXT NOT NULL,
+    image_id   TEXT NOT NULL,
+    facts      TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (region, image_id)
+);
+CREATE INDEX IF NOT EXISTS images_expiry ON images (expires_at);
 """
 
 _PURGE_EVERY = 60.0
@@ -164,6 +173,7 @@ class SqliteLedger:
         with contextlib.suppress(sqlite3.Error):
             db.execute("DELETE FROM events WHERE expires_at <= ?", (now,))
             db.execute("DELETE FROM deliveries WHERE expires_at <= ?", (now,))
+            db.execute("DELETE FROM images WHERE expires_at <= ?", (now,))
         self._checkpoint()
 
     def _checkpoint(self) -> None:
@@ -273,3 +283,38 @@ class SqliteLedger:
 
         await asyncio.get_running_loop().run_in_executor(self._executor, close)
         self._executor.shutdown(wait=False)
+
+    # --- images ---
+
+    async def remember(
+        self, region: str, image_id: str, image: Mapping[str, Any], keep: float
+    ) -> None:
+        await self.remember_many(region, {image_id: image}, keep)
+
+    async def remember_many(
+        self, region: str, images: Mapping[str, Mapping[str, Any]], keep: float
+    ) -> None:
+        rows = [(region, image_id, json.dumps(facts)) for image_id, facts in images.items()]
+
+        def body(db: sqlite3.Connection, now: float) -> None:
+            db.executemany(
+                "INSERT OR REPLACE INTO images (region, image_id, facts, expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                [(*row, now + keep) for row in rows],
+            )
+
+        await self._transact(body)
+
+    async def recall(self, region: str, image_id: str) -> dict[str, Any] | None:
+        def body(db: sqlite3.Connection, now: float) -> str | None:
+            row = db.execute(
+                "SELECT facts FROM images WHERE region = ? AND image_id = ? AND expires_at > ?",
+                (region, image_id, now),
+            ).fetchone()
+            return str(row[0]) if row is not None else None
+
+        facts = await self._transact(body)
+        if facts is None:
+            return None
+        loaded: dict[str, Any] = json.loads(facts)
+        return loaded

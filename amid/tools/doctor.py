@@ -293,3 +293,45 @@ def report(checks: Iterable[Check]) -> tuple[str, bool]:
     problems = sum(not check.ok for check in checks)
     lines.append(f"{len(checks)} checks, {problems} problem(s)")
     return "\n".join(lines), problems == 0
+
+
+# --- image routing: the role amid assumes in other accounts ---
+
+
+async def role_checks(config: Config, aws: AwsClients, accounts: Sequence[str]) -> list[Check]:
+    """With `enrich.role_arn`: for each account, the role is assumed and DescribeImages works."""
+    from amid.pipeline.enrich import error_code, role_for
+
+    template = config.enrich.role_arn
+    if template is None:
+        return []
+    region = config.queue.resolved_region or "us-east-1"
+    if not accounts:
+        return [
+            Check(
+                "describe-images role",
+                True,
+                "enrich.role_arn is set; name an account to check it: amid doctor --account A",
+            )
+        ]
+    fix = (
+        "deploy deploy/cloudformation/amid-member.yaml in that account with "
+        "DescribeImagesRoleName (the role trusts amid's role), and give amid sts:AssumeRole "
+        "on it (DescribeImagesRoleName in amid.yaml)"
+    )
+    checks = []
+    for account in accounts:
+        name = f"describe-images role in {account}"
+        role = role_for(template, account, region)
+        if role is None:
+            checks.append(Check(name, True, "role_arn renders empty: amid's own credentials"))
+            continue
+        try:
+            ec2 = await aws.client("ec2", region=region, role_arn=role)
+            answer = await ec2.describe_images(Owners=["self"], MaxResults=5)
+        except Exception as error:  # noqa: BLE001 - every failure is a problem to report
+            checks.append(Check(name, False, f"{role}: {error_code(error)}: {error}", fix))
+            continue
+        seen = len(answer.get("Images", []))
+        checks.append(Check(name, True, f"assumed {role}; DescribeImages answers ({seen} seen)"))
+    return checks

@@ -23,10 +23,10 @@ from amid.handlers.base import Notification
 from amid.metrics import Metrics
 from amid.pipeline.decode import decode
 from amid.pipeline.deliver import DeliveryResult, deliver
-from amid.pipeline.enrich import ImageEnricher
+from amid.pipeline.enrich import NOT_ASKED, ImageEnricher
 from amid.pipeline.process import Outcome, Pipeline, Runtime
 from amid.pipeline.routing import Router
-from amid.store import Ledger, open_store
+from amid.store import Store, open_store
 from amid.store.memory import MemoryLedger
 
 
@@ -131,17 +131,19 @@ async def test_event(
     decoded = decode(json.dumps(event))
     if not isinstance(decoded, AmiStateChange):
         raise ValueError("not an AMI state-change event")
+    lookup = (
+        await run.enricher.lookup(decoded.image_id, decoded.region, decoded.account)
+        if run.enricher
+        else NOT_ASKED
+    )
     if only is not None:
         names: tuple[str, ...] = (only,)
     else:
-        names = run.runtime.router.route(decoded)
+        names = run.runtime.router.route(decoded, lookup.image if lookup.known else None)
     results: list[tuple[str, DeliveryResult | Any]] = []
     for name in names:
         handler = run.runtime.handlers[name]
-        image = (
-            await run.enricher.describe(decoded.image_id, decoded.region) if run.enricher else {}
-        )
-        notification = Notification(decoded, image)
+        notification = Notification(decoded, lookup.image)
         if dry_run:
             results.append((name, handler.render(notification)))
             continue
@@ -159,20 +161,28 @@ async def test_event(
 
 async def replay(run: OfflineRun, bodies: Iterable[str], *, use_dedupe: bool) -> list[Outcome]:
     """Handle message bodies (drained from a dead-letter queue, say) through the pipeline."""
-    ledger: Ledger
+    ledger: Store
     if use_dedupe:
         ledger = await open_store(
             run.config.dedupe, run.resources.aws, run.config.queue.resolved_region
         )
     else:
         ledger = MemoryLedger(run.config.dedupe.ttl)
+    enricher = (
+        ImageEnricher.from_config(run.config, run.resources.aws, memory=ledger)
+        if run.config.enrich.describe_images
+        else None
+    )
     pipeline = Pipeline(
         ledger=ledger,
         metrics=run.resources.metrics,
         owner=f"replay:{uuid.uuid4().hex[:8]}",
         lease=run.config.queue.visibility_timeout,
+        enricher=enricher,
     )
     try:
         return [await pipeline.process(body, run.runtime) for body in bodies]
     finally:
+        if enricher is not None:
+            await enricher.aclose()
         await ledger.aclose()

@@ -43,6 +43,9 @@ ON_DASHBOARD = {
     "amid_config_last_reload_successful",
     "amid_ledger_errors_total",
     "amid_ready",
+    # image-aware routing
+    "amid_image_lookups_total",
+    "amid_event_retries_total",
     "up",
 }
 

@@ -285,7 +285,8 @@ def _resolve(node: Any, conditions: dict[str, bool]) -> Any:
         if "Fn::If" in node:
             name, yes, no = node["Fn::If"]
             return _resolve(yes if conditions[name] else no, conditions)
-        return {k: _resolve(v, conditions) for k, v in node.items()}
+        resolved = {k: _resolve(v, conditions) for k, v in node.items()}
+        return {k: v for k, v in resolved.items() if v != {"Ref": "AWS::NoValue"}}
     if isinstance(node, list):
         items = [_resolve(item, conditions) for item in node]
         return [item for item in items if item != {"Ref": "AWS::NoValue"}]

@@ -48,6 +48,7 @@ from aiobotocore.session import get_session
 from amid import __version__
 from amid.store.dynamodb import create_table
 from tests.deploy.organisation import CENTRAL_TEMPLATE, MEMBER_TEMPLATE, SINGLE_TEMPLATE, template
+from tests.deploy.test_deploy_checks import TEMPLATE as _TEMPLATE_PATH
 from tests.deploy.test_deploy_checks import _deploy, _resolve, _template
 from tests.helpers import event_body, hook_handler, records
 from tests.moto_server import MotoServer
@@ -60,6 +61,9 @@ CONDITIONS = {
     "AssumeDescribeImagesRole": False,
     "WithinOrganization": False,
 }
+# The stack parameters the scenario deploys with; the rest keep the template's defaults.
+PARAMETERS = {"EnableDynamoDbDedupe": "true"}
+PARTITION = "aws"
 ANY = "*"  # the resource of an action without resource-level permissions
 
 # Each operation's IAM action, where it is not the operation's own name.
@@ -136,18 +140,60 @@ class Audit:
 # --- the policies --------------------------------------------------------------------
 
 
-def _resource_id(node: Any) -> str:
+def _parameter_values(parameters: dict[str, str]) -> dict[str, str]:
+    declared = _template().get("Parameters", {})
+    values = {name: str(spec.get("Default", "")) for name, spec in declared.items()}
+    return {**values, **parameters, "AWS::Partition": PARTITION}
+
+
+def _condition_value(node: Any, values: dict[str, str], conditions: dict[str, Any]) -> Any:
+    """Evaluate a template condition (Fn::Equals, Fn::Not, Fn::And, Fn::Or, Condition, Ref)."""
+    if isinstance(node, dict) and len(node) == 1:
+        ((name, argument),) = node.items()
+        if name == "Ref":
+            return values[argument]
+        if name == "Condition":
+            return _condition_value(conditions[argument], values, conditions)
+        items = [_condition_value(item, values, conditions) for item in argument]
+        if name == "Fn::Equals":
+            return items[0] == items[1]
+        if name == "Fn::Not":
+            return not items[0]
+        if name == "Fn::And":
+            return all(items)
+        if name == "Fn::Or":
+            return any(items)
+    if isinstance(node, str | bool):
+        return node
+    raise AssertionError(f"the audit cannot evaluate the condition {node!r}")
+
+
+def conditions(parameters: dict[str, str]) -> dict[str, bool]:
+    """Every condition of the template, for these stack parameters."""
+    declared = _template().get("Conditions", {})
+    values = _parameter_values(parameters)
+    return {name: bool(_condition_value(node, values, declared)) for name, node in declared.items()}
+
+
+def _resource_id(node: Any, parameters: dict[str, str]) -> str:
+    """A logical id, ANY, or (Fn::Sub) an ARN pattern such as arn:aws:iam::*:role/NAME."""
     if node == "*":
         return ANY
     if isinstance(node, dict) and "Fn::GetAtt" in node and node["Fn::GetAtt"][1] == "Arn":
         return str(node["Fn::GetAtt"][0])
     if isinstance(node, dict) and "Ref" in node:
         return str(node["Ref"])
+    if isinstance(node, dict) and isinstance(node.get("Fn::Sub"), str):
+        values = _parameter_values(parameters)
+        return re.sub(r"\$\{([^}]+)\}", lambda m: values[m.group(1)], node["Fn::Sub"])
     raise AssertionError(f"the audit cannot resolve the policy resource {node!r}")
 
 
 def grants(
-    policy: str, source: dict[str, Any] | None = None, conditions: dict[str, bool] = CONDITIONS
+    policy: str,
+    source: dict[str, Any] | None = None,
+    conditions: dict[str, bool] = CONDITIONS,
+    parameters: dict[str, str] | None = None,
 ) -> list[Grant]:
     """The (action, resource) pairs a managed policy of the template (amid.yaml) allows."""
     resources = (source or _template())["Resources"]
@@ -160,21 +206,29 @@ def grants(
         resources = statement["Resource"]
         for action in [actions] if isinstance(actions, str) else actions:
             for resource in [resources] if not isinstance(resources, list) else resources:
-                result.append(Grant(policy, statement["Sid"], action, _resource_id(resource)))
+                resource_id = _resource_id(resource, parameters or PARAMETERS)
+                result.append(Grant(policy, statement["Sid"], action, resource_id))
     return result
+
+
+def _covers(granted: str, needed: str) -> bool:
+    """A grant's resource covers a need's: ANY, the same logical id, or an ARN pattern."""
+    if granted in (ANY, needed):
+        return True
+    return granted.startswith("arn:") and fnmatch.fnmatchcase(needed, granted)
 
 
 def allows(policy_grants: list[Grant], need: Need) -> bool:
     return any(
         fnmatch.fnmatchcase(need.action.lower(), grant.action.lower())
-        and grant.resource in (ANY, need.resource)
+        and _covers(grant.resource, need.resource)
         for grant in policy_grants
     )
 
 
 def used(grant: Grant, needs: list[Need]) -> bool:
     return any(
-        need.action == grant.action and grant.resource in (ANY, need.resource) for need in needs
+        need.action == grant.action and _covers(grant.resource, need.resource) for need in needs
     )
 
 
@@ -279,6 +333,8 @@ class Stack:
             resource = self.logical_id(service, params["TableName"])
         elif service == "events":
             resource = self.logical_id(service, params["Name"])
+        elif service == "sts" and operation == "AssumeRole":
+            resource = str(params["RoleArn"])  # a role in another account: its ARN
         else:
             raise AssertionError(f"the audit does not know {name}: map it to its resource")
         return [Need(name, BATCH_ACTIONS.get(name, name), resource)]
@@ -863,3 +919,225 @@ class TestCentralPolicyAudit:
         calls = [need for need in audit.daemon if need.action != "sns:Publish"]
         assert _denied(central, calls) == []
         assert [grant for grant in central if not used(grant, calls)] == []
+
+
+# --- images in other accounts: enrich.role_arn -----------------------------------------
+#
+# With the stack's DescribeImagesRoleName set, AmidPolicy grants sts:AssumeRole on
+# arn:<partition>:iam::*:role/<name>, the member stack's role in each account. amid runs with
+# `enrich.role_arn` rendering to that role, routes an event of another account by its image's
+# tag, and `amid doctor --account` checks the role: amid's own calls (its own access key) must
+# be exactly what AmidPolicy grants, sts:AssumeRole included; the calls made as the role (the
+# role's access key) are the member role's, which grants ec2:DescribeImages only.
+
+ROLE_NAME = "amid-describe-images"
+OTHER_ACCOUNT = "111122223333"
+ROLE_PARAMETERS = {**PARAMETERS, "DescribeImagesRoleName": ROLE_NAME}
+OWN_ACCESS_KEY = "testing"  # tests/conftest.py: amid's own credentials
+_ACCESS_KEY = re.compile(r"Credential=([^/]+)/")
+
+
+def _access_key(entry: dict[str, Any]) -> str:
+    found = _ACCESS_KEY.search(_header(entry, "Authorization"))
+    return found.group(1) if found else ""
+
+
+@dataclass(frozen=True, slots=True)
+class RoleAudit:
+    own: list[Need]  # amid's calls with its own credentials: AmidPolicy's business
+    as_role: list[Need]  # amid's calls as the assumed role: the member role's business
+    doctor_own: list[Need]
+    doctor_as_role: list[Need]
+    daemon_exit: int
+    hook_calls: list[dict[str, Any]]
+    doctor_output: str
+
+
+def amid_grants(parameters: dict[str, str]) -> list[Grant]:
+    """What amid's role is granted with these parameters: AmidPolicy and any other policy of
+    the template the parameters create (not the operator's AmidDoctorPolicy)."""
+    truth = conditions(parameters)
+    names = [
+        name
+        for name, resource in _template()["Resources"].items()
+        if resource["Type"] in ("AWS::IAM::ManagedPolicy", "AWS::IAM::Policy")
+        and name != "AmidDoctorPolicy"
+        and truth.get(resource.get("Condition", ""), True)
+    ]
+    return [
+        grant for name in names for grant in grants(name, conditions=truth, parameters=parameters)
+    ]
+
+
+def _split(stack: Stack, entries: list[dict[str, Any]]) -> tuple[list[Need], list[Need]]:
+    mine = [e for e in entries if AMID_AGENT in _header(e, "User-Agent")]
+    own = [n for e in mine if _access_key(e) == OWN_ACCESS_KEY for n in stack.needs(e)]
+    as_role = [n for e in mine if _access_key(e) != OWN_ACCESS_KEY for n in stack.needs(e)]
+    return own, as_role
+
+
+def _image_in_other_account(url: str) -> str:
+    sts = _client("sts", url)
+    credentials = sts.assume_role(
+        RoleArn=f"arn:aws:iam::{OTHER_ACCOUNT}:role/{ROLE_NAME}", RoleSessionName="audit-setup"
+    )["Credentials"]
+    ec2 = botocore.session.get_session().create_client(
+        "ec2",
+        region_name=REGION,
+        endpoint_url=url,
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+    )
+    base = ec2.describe_images(Owners=["amazon"], MaxResults=5)["Images"][0]["ImageId"]
+    instance = ec2.run_instances(ImageId=base, MinCount=1, MaxCount=1, InstanceType="t3.micro")
+    image = str(
+        ec2.create_image(InstanceId=instance["Instances"][0]["InstanceId"], Name="payments-api")[
+            "ImageId"
+        ]
+    )
+    ec2.create_tags(Resources=[image], Tags=[{"Key": "Team", "Value": "payments"}])
+    return image
+
+
+def _deploy_with_role() -> dict[str, str]:
+    cloudformation = _client("cloudformation", os.environ["AWS_ENDPOINT_URL"])
+    cloudformation.create_stack(
+        StackName="amid-roles",
+        TemplateBody=_TEMPLATE_PATH.read_text(),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in ROLE_PARAMETERS.items()],
+    )
+    stack = cloudformation.describe_stacks(StackName="amid-roles")["Stacks"][0]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    return {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+
+
+def _role_config(outputs: dict[str, str], endpoint: str, work: Path) -> str:
+    handler = hook_handler(
+        work / "team.jsonl",
+        "ok",
+        "team",
+        "    match: {detail: {State: [available]}, image: {tags: {Team: [payments]}}}\n",
+    )
+    return f"""
+queue:
+  url: {outputs["QueueUrl"]}
+  region: {REGION}
+  endpoint_url: {endpoint}
+  wait_time: 1s
+  redelivery: {{initial: 0s, max: 1s}}
+shutdown_timeout: 10s
+dedupe: {{backend: dynamodb, table: {outputs["TableName"]}}}
+enrich:
+  describe_images: true
+  role_arn: "arn:aws:iam::{{{{ account }}}}:role/{ROLE_NAME}"
+metrics: {{listen: "127.0.0.1:0", queue_depth_interval: 0}}
+logging: {{level: info, format: json}}
+handlers:
+{handler}"""
+
+
+def _run_role_scenario(server: RecordingMotoServer, work: Path) -> RoleAudit:
+    env = {**os.environ, "AWS_ENDPOINT_URL": server.url}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_ENDPOINT_URL", server.url)
+        outputs = _deploy_with_role()
+    stack = Stack(outputs)
+    asyncio.run(_ledger_table(server.url, outputs["TableName"]))
+    image = _image_in_other_account(server.url)
+    sqs = _client("sqs", server.url)
+    config = work / "amid.yaml"
+    config.write_text(_role_config(outputs, server.url, work))
+    daemon: list[dict[str, Any]] = []
+    with server.recording(daemon), (work / "amid.log").open("w") as log:
+        sqs.send_message(
+            QueueUrl=outputs["QueueUrl"],
+            MessageBody=event_body("available", image, account=OTHER_ACCOUNT),
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-m", "amid", "run", "-c", str(config)],
+            env=env,
+            cwd=work,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        try:
+            _until(lambda: len(records(work / "team.jsonl")) == 1, "routed by the image's tag")
+        finally:
+            process.send_signal(signal.SIGTERM)
+            daemon_exit = process.wait(timeout=30)
+    doctor: list[dict[str, Any]] = []
+    with server.recording(doctor):
+        diagnosis = _amid(
+            "doctor", "-c", str(config), "--account", OTHER_ACCOUNT, env=env, cwd=work
+        )
+    own, as_role = _split(stack, daemon)
+    doctor_own, doctor_as_role = _split(stack, doctor)
+    return RoleAudit(
+        own=own,
+        as_role=as_role,
+        doctor_own=doctor_own,
+        doctor_as_role=doctor_as_role,
+        daemon_exit=daemon_exit,
+        hook_calls=records(work / "team.jsonl"),
+        doctor_output=diagnosis.stdout + diagnosis.stderr,
+    )
+
+
+@pytest.fixture(scope="module")
+def role_audit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoleAudit]:
+    work = tmp_path_factory.mktemp("iam-audit-roles")
+    server = RecordingMotoServer(work / "recording.jsonl")
+    with server.running():
+        yield _run_role_scenario(server, work)
+
+
+class TestRoleInOtherAccounts:
+    """Needs deploy/cloudformation/amid.yaml's DescribeImagesRoleName (issue 14)."""
+
+    def test_amid_assumed_the_role_and_routed_by_the_other_accounts_image(
+        self, role_audit: RoleAudit
+    ) -> None:
+        assert role_audit.daemon_exit == 0
+        assert [call["handler"] for call in role_audit.hook_calls] == ["team"]
+        assumed = {n.resource for n in role_audit.own if n.operation == "sts:AssumeRole"}
+        assert assumed == {f"arn:aws:iam::{OTHER_ACCOUNT}:role/{ROLE_NAME}"}
+
+    def test_every_call_with_amids_own_credentials_is_allowed_by_amid_policy(
+        self, role_audit: RoleAudit
+    ) -> None:
+        policy = amid_grants(ROLE_PARAMETERS)
+        assert _denied(policy, role_audit.own) == []
+        assert (
+            _denied(
+                policy
+                + grants(
+                    "AmidDoctorPolicy",
+                    conditions=conditions(ROLE_PARAMETERS),
+                    parameters=ROLE_PARAMETERS,
+                ),
+                role_audit.doctor_own,
+            )
+            == []
+        )
+
+    def test_the_assume_role_grant_is_used_and_is_the_only_one_the_parameter_adds(
+        self, role_audit: RoleAudit
+    ) -> None:
+        with_role = amid_grants(ROLE_PARAMETERS)
+        without = amid_grants(PARAMETERS)
+        added = [grant for grant in with_role if grant not in without]
+        assert [(g.action, g.resource) for g in added] == [
+            ("sts:AssumeRole", f"arn:{PARTITION}:iam::*:role/{ROLE_NAME}")
+        ]
+        assert all(used(grant, role_audit.own) for grant in added)
+        assert not any(g.action.startswith("sts:") for g in without), "no role, no AssumeRole"
+
+    def test_as_the_role_amid_only_describes_images(self, role_audit: RoleAudit) -> None:
+        assert {n.action for n in role_audit.as_role} == {"ec2:DescribeImages"}
+        assert {n.action for n in role_audit.doctor_as_role} == {"ec2:DescribeImages"}
+
+    def test_doctor_checked_the_role_in_the_account(self, role_audit: RoleAudit) -> None:
+        assert (
+            f"ok      describe-images role in {OTHER_ACCOUNT}: assumed" in role_audit.doctor_output
+        )
