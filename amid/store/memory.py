@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from amid.store.base import Claim, LeaseLost
@@ -83,3 +83,10 @@ class MemoryLedger:
 
     async def aclose(self) -> None:
         return None
+
+    # --- digests ---
+
+    async def record_digest(self, handler: str, event_ids: Sequence[str], owner: str) -> None:
+        records = [self._held(event_id, owner) for event_id in event_ids]  # all, or none
+        for record in records:
+            record.delivered.add(handler)

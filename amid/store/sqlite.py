@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -273,3 +273,20 @@ class SqliteLedger:
 
         await asyncio.get_running_loop().run_in_executor(self._executor, close)
         self._executor.shutdown(wait=False)
+
+    # --- digests ---
+
+    async def record_digest(self, handler: str, event_ids: Sequence[str], owner: str) -> None:
+        def body(db: sqlite3.Connection, now: float) -> None:
+            for event_id in event_ids:
+                if not self._holds(db, event_id, owner, now):
+                    # Raised inside the transaction: it rolls back, nothing is recorded.
+                    raise LeaseLost(f"lease on {event_id} is no longer held by {owner}")
+            db.executemany(
+                "INSERT OR REPLACE INTO deliveries (event_id, handler, expires_at)"
+                " VALUES (?, ?, ?)",
+                [(event_id, handler, now + self._ttl) for event_id in event_ids],
+            )
+
+        if event_ids:
+            await self._transact(body)
