@@ -253,7 +253,7 @@ class DynamoLedger:
             if holder not in (None, owner) and _number(event, "lease_until") > now:
                 return None
         seen = _number(event, "claims") if event is not None else 0.0
-        item: dict[str, Any] = {
+        fresh: dict[str, Any] = {
             **self._key(event_id),
             "owner": {"S": owner},
             "lease_until": _n(now + lease),
@@ -268,10 +268,10 @@ class DynamoLedger:
         )
         if digested:
             # The claim rewrites the item: what digests recorded on it is kept.
-            item[DIGESTED] = {"SS": sorted(digested)}
+            fresh[DIGESTED] = {"SS": sorted(digested)}
         write: dict[str, Any] = {
             "TableName": self._table,
-            "Item": item,
+            "Item": fresh,
             "ConditionExpression": "attribute_not_exists(pk)",
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
@@ -448,9 +448,7 @@ class DynamoLedger:
         try:
             await self._call("transact_write_items", TransactItems=updates)
         except _ConditionFailed as refused:
-            raise LeaseLost(
-                f"a digest's events are no longer all held by {owner}"
-            ) from refused
+            raise LeaseLost(f"a digest's events are no longer all held by {owner}") from refused
 
 
 async def create_table(client: Any, table: str) -> None:

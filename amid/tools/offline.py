@@ -172,6 +172,8 @@ async def replay(run: OfflineRun, bodies: Iterable[str], *, use_dedupe: bool) ->
         owner=f"replay:{uuid.uuid4().hex[:8]}",
         lease=run.config.queue.visibility_timeout,
     )
+    # Bodies are handled one after another: a digest handler sends each at once.
+    pipeline.batcher.drain()
     try:
         return [await pipeline.process(body, run.runtime) for body in bodies]
     finally:
