@@ -343,7 +343,7 @@ class Batcher:
             self._metrics.digest_events.labels(handler).observe(len(members))
             if result.delivered:
                 results = await self._record(handler, group.event_ids, result, log)
-                log.info("digest delivered", events=len(members))
+                log.info("digest delivered")
             else:
                 results = dict.fromkeys(group.event_ids, result)
                 log.warning("digest failed; its events go back to the queue", reason=result.reason)
