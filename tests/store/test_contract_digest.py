@@ -54,9 +54,7 @@ class TestRecordDigest:
             await ledger.record_digest("slack", EVENTS, "a")
         assert await ledger.claim(EVENTS[0], "a", LEASE) == Claim(frozenset())
 
-    async def test_a_digest_record_and_other_handlers_records_add_up(
-        self, ledger: Ledger
-    ) -> None:
+    async def test_a_digest_record_and_other_handlers_records_add_up(self, ledger: Ledger) -> None:
         await claim_all(ledger, EVENTS, "a")
         await ledger.record_delivery(EVENTS[0], "audit", "a")
         await ledger.record_digest("slack", EVENTS, "a")
