@@ -1,4 +1,5 @@
-"""Digests end to end: `amid run` as a subprocess, moto's SQS, Slack stand-ins on 127.0.0.1.
+"""Digests end to end: `amid run` as a subprocess (the daemon in process for reloads), moto's
+SQS, Slack and webhook stand-ins on 127.0.0.1.
 
 Every Slack payload a receiver gets is checked with slack-sdk's Block Kit models.
 """
@@ -17,10 +18,11 @@ from typing import Any
 
 import pytest
 
+from amid.config import load_config
 from amid.tools.offline import synthetic_event
 from tests.handlers.conftest import Receiver as SlackStandIn
 from tests.harness import AmidConfig, AmidProcess, make_queue, queue_count, wait_until
-from tests.helpers import records
+from tests.helpers import config_yaml, hook_handler, records, running_daemon
 from tests.slack_blocks import assert_valid_slack_payload
 
 pytestmark = pytest.mark.slow
@@ -375,3 +377,78 @@ async def test_a_redelivered_event_a_digest_carried_calls_only_the_handler_that_
         image_ids(burst)
     )
     assert metrics.value("amid_events_total", outcome="retry") >= 1
+
+
+class TestReload:
+    """SIGHUP: changed digest settings apply to new groups, old groups finish as gathered;
+    a removed handler's waiting events go back to the queue, and nothing is lost."""
+
+    @staticmethod
+    def write(path: Path, queue: str, moto_url: str, handlers: str) -> None:
+        path.write_text(config_yaml(queue, moto_url, handlers), encoding="utf-8")
+
+    @staticmethod
+    def webhook(receiver: SlackStandIn, digest: str) -> str:
+        return (
+            f"  - name: inventory\n    type: webhook\n    url: {receiver.url}/inventory\n"
+            f"    digest: {digest}\n"
+        )
+
+    async def test_new_settings_make_new_groups_while_the_old_group_finishes_as_gathered(
+        self, sqs: Any, moto_url: str, tmp_path: Path, stand_ins: Any
+    ) -> None:
+        queue, _ = await make_queue(sqs)
+        receiver = await stand_ins()
+        path = tmp_path / "amid.yaml"
+        self.write(path, queue, moto_url, self.webhook(receiver, "{wait: 3s, max_events: 10}"))
+        before, after = events(2, start=0), events(2, start=10)
+        async with running_daemon(load_config(path), path) as daemon:
+            await send(sqs, queue, before)
+            await wait_until(
+                lambda: pending(daemon, "inventory") == 2, timeout=30, what="two waiting"
+            )
+            self.write(path, queue, moto_url, self.webhook(receiver, "{wait: 1h, max_events: 2}"))
+            daemon.request_reload()
+            await wait_until(lambda: reloads(daemon) == 1, timeout=30, what="reloaded")
+            await send(sqs, queue, after)
+            await wait_until(lambda: empty(sqs, queue), timeout=60, what="queue empty")
+
+        groups = [sorted(e["id"] for e in r.json()["events"]) for r in receiver.requests]
+        assert sorted(groups) == sorted(
+            [sorted(e["id"] for e in before), sorted(e["id"] for e in after)]
+        )
+
+    async def test_a_removed_handler_hands_its_waiting_events_back_without_loss(
+        self, sqs: Any, moto_url: str, tmp_path: Path, stand_ins: Any
+    ) -> None:
+        queue, _ = await make_queue(sqs, max_receive=10)
+        receiver = await stand_ins()
+        record = tmp_path / "keep.jsonl"
+        keep = hook_handler(record, name="keep")
+        path = tmp_path / "amid.yaml"
+        self.write(path, queue, moto_url, keep + self.webhook(receiver, "{wait: 1h}"))
+        burst = events(3)
+        async with running_daemon(load_config(path), path) as daemon:
+            await send(sqs, queue, burst)
+            await wait_until(
+                lambda: pending(daemon, "inventory") == 3, timeout=30, what="three waiting"
+            )
+            self.write(path, queue, moto_url, keep)
+            daemon.request_reload()
+            await wait_until(lambda: empty(sqs, queue), timeout=60, what="queue empty")
+            assert pending(daemon, "inventory") == 0
+
+        assert receiver.requests == []
+        assert sorted(call["event_id"] for call in records(record)) == sorted(
+            e["id"] for e in burst
+        ), "the kept handler was called once per event, before and after the reload"
+
+
+def pending(daemon: Any, handler: str) -> float:
+    registry = daemon.metrics.registry
+    return registry.get_sample_value("amid_digest_pending_events", {"handler": handler}) or 0
+
+
+def reloads(daemon: Any) -> float:
+    registry = daemon.metrics.registry
+    return registry.get_sample_value("amid_config_reloads_total", {"outcome": "success"}) or 0
