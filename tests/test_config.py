@@ -204,18 +204,22 @@ class TestCheckConfigCommand:
         assert lines[1].startswith("handlers[0].timeout: ")
 
 
-class TestDigest:
-    HANDLER = "queue: {url: 'https://sqs.us-east-1.amazonaws.com/1/q'}\nhandlers:\n  - {name: s, type: %s, %s digest: %s}\n"
-    TYPES = {
-        "shell": "command: [x],",
-        "slack": "webhook_url: 'https://hooks.slack.com/x',",
-        "sns": "topic_arn: 'arn:aws:sns:us-east-1:123456789012:t',",
-        "webhook": "url: 'https://example.com/x',",
-        "console": "",
-    }
+_DIGEST_HANDLER = (
+    "queue: {url: 'https://sqs.us-east-1.amazonaws.com/1/q'}\n"
+    "handlers:\n  - {name: s, type: %s, %s digest: %s}\n"
+)
+_HANDLER_KEYS = {
+    "shell": "command: [x],",
+    "slack": "webhook_url: 'https://hooks.slack.com/x',",
+    "sns": "topic_arn: 'arn:aws:sns:us-east-1:123456789012:t',",
+    "webhook": "url: 'https://example.com/x',",
+    "console": "",
+}
 
+
+class TestDigest:
     def config(self, digest: str, kind: str = "slack") -> str:
-        return self.HANDLER % (kind, self.TYPES[kind], digest)
+        return _DIGEST_HANDLER % (kind, _HANDLER_KEYS[kind], digest)
 
     @pytest.mark.parametrize("kind", ["shell", "slack", "sns", "webhook", "console"])
     def test_every_handler_type_takes_a_digest_with_its_defaults(self, kind: str):
