@@ -127,7 +127,7 @@ async def deliver(
                     await one_try()
     except HandlerError as error:
         metrics.notifications.labels(handler.name, "failed").inc(events)
-        metrics.notification_failures.labels(handler.name, error.reason).inc()
+        metrics.notification_failures.labels(handler.name, error.reason).inc(events)
         log.error(
             "notification failed",
             attempt=attempts,
