@@ -221,6 +221,13 @@ def _check_config(config: Config, path: Path, explain: Path | None, image: Path 
             f"    - {handler.name} ({handler.type}): {match}; timeout "
             f"{config.timeout_for(handler):g}s, {retry.attempts} attempts"
         )
+        if handler.digest is not None:
+            digest = handler.digest
+            print(
+                f"      digest: groups by {', '.join(digest.group_by) or 'nothing (one group)'}; "
+                f"sent {digest.wait:g}s after a group's first event, or at {digest.max_events} "
+                "events"
+            )
     return EXIT_OK
 
 

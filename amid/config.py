@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -238,12 +239,55 @@ def _read_secret_file(path: Path, key: str) -> SecretStr:
 
 _HANDLER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
+# --- digests ---------------------------------------------------------------
+
+DIGEST_MAX_WAIT = 3600.0  # far inside SQS's 12-hour visibility limit
+DIGEST_MAX_EVENTS = 100  # one DynamoDB transaction records a whole digest
+DEFAULT_GROUP_BY = ("account", "region", "detail.State")
+_GROUP_PATH = re.compile(r"^[^.\s]+(\.[^.\s]+)*$")
+
+
+def _group_path(path: str) -> str:
+    if not _GROUP_PATH.match(path):
+        raise ValueError(f"{path!r} is not a dotted path into the event, such as detail.State")
+    return path
+
+
+class DigestConfig(_Model):
+    """One message for a burst (SPEC 3b): events with equal `group_by` values are sent together."""
+
+    wait: Duration = 30.0
+    max_events: Count = 50
+    group_by: tuple[Annotated[str, AfterValidator(_group_path)], ...] = DEFAULT_GROUP_BY
+
+    @field_validator("wait")
+    @classmethod
+    def _wait(cls, value: float) -> float:
+        if not 0 < value <= DIGEST_MAX_WAIT:
+            raise ValueError("must be more than 0 and at most 1h")
+        return value
+
+    @field_validator("max_events")
+    @classmethod
+    def _max_events(cls, value: int) -> int:
+        if not 2 <= value <= DIGEST_MAX_EVENTS:
+            raise ValueError(f"must be from 2 to {DIGEST_MAX_EVENTS}")
+        return value
+
+    @field_validator("group_by")
+    @classmethod
+    def _distinct(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("names a path twice")
+        return value
+
 
 class _HandlerBase(_Model):
     name: str = Field(pattern=_HANDLER_NAME)
     match: Annotated[dict[str, Any] | None, BeforeValidator(_compile_pattern)] = None
     timeout: Duration | None = Field(default=None, gt=0)
     retry: RetryConfig | None = None
+    digest: DigestConfig | None = None
 
 
 class ShellHandlerConfig(_HandlerBase):

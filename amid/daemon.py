@@ -12,7 +12,7 @@ import os
 import random
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from amid.handlers import HandlerResources, build_handler
 from amid.health import Health, HealthServer
 from amid.logs import configure_logging, get_logger
 from amid.metrics import Metrics
+from amid.pipeline.batch import Batcher
 from amid.pipeline.enrich import ImageEnricher
 from amid.pipeline.process import Enricher, Pipeline, Runtime
 from amid.pipeline.routing import Router
@@ -37,16 +38,32 @@ class StartupError(Exception):
     """The daemon cannot start with this config (an unusable dedupe path, ...): exit 2."""
 
 
-class _Capacity:
-    """At most `size` messages in flight; pollers take slots before they receive."""
+# How long a poller waits for a free in-flight slot before the digests are asked to give one.
+STARVED_AFTER = 1.0
 
-    def __init__(self, size: int) -> None:
+
+class _Capacity:
+    """At most `size` messages in flight; pollers take slots before they receive.
+
+    While a poller finds no free slot, `on_starved` is called every STARVED_AFTER
+    seconds: messages held for digests (or waiting behind one) must not fill the
+    budget until a digest's window ends.
+    """
+
+    def __init__(self, size: int, on_starved: Callable[[], None] | None = None) -> None:
         self._free = size
         self._changed = asyncio.Condition()
+        self._on_starved = on_starved
 
     async def take(self, most: int) -> int:
         async with self._changed:
-            await self._changed.wait_for(lambda: self._free > 0)
+            while self._free <= 0:
+                try:
+                    async with asyncio.timeout(STARVED_AFTER):
+                        await self._changed.wait()
+                except TimeoutError:
+                    if self._on_starved is not None:
+                        self._on_starved()
             taken = min(most, self._free)
             self._free -= taken
             return taken
@@ -139,6 +156,7 @@ class Daemon:
         self.metrics_port: int | None = None
         self.started = asyncio.Event()
         self._ready_sent = False
+        self._batcher: Batcher | None = None
 
     def request_reload(self) -> None:
         """What SIGHUP does: reload the config file at the next chance."""
@@ -169,7 +187,9 @@ class Daemon:
                 owner=self.owner,
                 lease=config.queue.visibility_timeout,
                 enricher=self._enricher(config, aws, ledger, stack),
+                budget=config.queue.max_in_flight,
             )
+            self._batcher = pipeline.batcher
             await self._serve(config, source, ledger, pipeline, runtimes, resources)
 
     async def _open_ledger(self, aws: AwsClients, region: str | None) -> Store:
@@ -193,6 +213,9 @@ class Daemon:
         handlers = {h.name: build_handler(h, config, resources) for h in config.handlers}
         for name in handlers:
             self.metrics.prime_handler(name)
+        for handler in config.handlers:
+            if handler.digest is not None:
+                self.metrics.prime_digest_handler(handler.name)
         return Runtime(config=config, router=Router(config.handlers), handlers=handlers)
 
     async def _serve(
@@ -205,7 +228,7 @@ class Daemon:
         resources: HandlerResources,
     ) -> None:
         queue = config.queue
-        capacity = _Capacity(queue.max_in_flight)
+        capacity = _Capacity(queue.max_in_flight, on_starved=pipeline.batcher.relieve)
 
         async def extend_lease(event_id: str) -> None:
             with contextlib.suppress(LedgerUnavailable):
@@ -252,6 +275,8 @@ class Daemon:
         for task in pollers:
             if task not in self._receiving:
                 task.cancel()
+        if self._batcher is not None:
+            self._batcher.drain()  # the digests gathered so far go now, within the same bound
         in_flight = set(self._tasks)
         self._log.info("draining", in_flight=len(in_flight), timeout=self.config.shutdown_timeout)
         waiting = in_flight | set(pollers)
@@ -264,6 +289,8 @@ class Daemon:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        if self._batcher is not None:
+            await self._batcher.aclose()
         returned = len(unfinished & in_flight)
         self._log.info(
             "amid stopped", finished=len(in_flight) - returned, returned_to_queue=returned
@@ -376,7 +403,11 @@ class Daemon:
                 "config sections changed that need a restart to apply", sections=changed
             )
         configure_logging(new.logging.level, new.logging.format)
+        removed = set(runtimes.current.handlers) - set(runtime.handlers)
         await runtimes.swap(runtime)
+        if self._batcher is not None and removed:
+            # Digests of kept handlers finish as they were gathered; a removed one's go back.
+            self._batcher.hand_back(removed)
         self.config = _keep_restart_sections(new, self.config)
         self.metrics.config_reloads.labels("success").inc()
         self.metrics.config_last_reload_successful.set(1)

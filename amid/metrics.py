@@ -21,6 +21,7 @@ LOOKUP_OUTCOMES = ("described", "remembered", "not_found", "unavailable", "denie
 RETRY_REASONS = ("handler_failed", "ledger_unavailable", "enrich_unavailable")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_DIGEST_BUCKETS = (1, 2, 5, 10, 20, 50, 100)
 _LAG_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
 
 
@@ -129,7 +130,33 @@ class Metrics:
             self.image_lookups.labels(outcome)
         for reason in RETRY_REASONS:
             self.event_retries.labels(reason)
+        # --- digests ---
+        self.digests = Counter(
+            "amid_digests_total",
+            "Groups sent by digest handlers (a group of one as the single-event message).",
+            ["handler", "outcome"],
+            registry=r,
+        )
+        self.digest_events = Histogram(
+            "amid_digest_events",
+            "Events per group a digest handler sent.",
+            ["handler"],
+            buckets=_DIGEST_BUCKETS,
+            registry=r,
+        )
+        self.digest_pending = Gauge(
+            "amid_digest_pending_events",
+            "Events waiting in a digest handler's groups.",
+            ["handler"],
+            registry=r,
+        )
         self._prime()
+
+    def prime_digest_handler(self, name: str) -> None:
+        for outcome in ("delivered", "failed"):
+            self.digests.labels(name, outcome)
+        self.digest_events.labels(name)
+        self.digest_pending.labels(name)
 
     def _prime(self) -> None:
         """Create the bounded label sets at zero so dashboards and alerts see them from start."""

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import TemplateSyntaxError, Undefined
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from amid.events import AmiStateChange
+
+if TYPE_CHECKING:
+    from amid.handlers.base import Digest
 
 
 class _StrictSandbox(ImmutableSandboxedEnvironment):
@@ -55,6 +58,18 @@ def template_context(event: AmiStateChange, image: dict[str, Any] | None = None)
         "time": event.time,
         "console_url": event.console_url,
         "image": image or {},
+        "digest": False,
+    }
+
+
+def digest_context(digest: Digest) -> dict[str, Any]:
+    """What a template of a digest sees: `events` (each the single-event context), `count`,
+    `group` (each `group_by` path -> its value) and `digest` = true."""
+    return {
+        "events": [template_context(n.event, dict(n.image)) for n in digest.notifications],
+        "count": digest.count,
+        "group": dict(digest.group),
+        "digest": True,
     }
 
 

@@ -183,6 +183,13 @@ class TestCheckConfigCommand:
         assert "ops-slack (slack)" in result.stdout
         assert "hooks.slack.com" not in result.stdout, "secrets are never printed"
 
+    def test_the_summary_shows_each_handlers_digest_settings(self):
+        result = self.run("-c", str(EXAMPLE))
+        assert (
+            "      digest: groups by account, region, detail.State; "
+            "sent 30s after a group's first event, or at 50 events"
+        ) in result.stdout.splitlines()
+
     def test_a_broken_file_prints_one_path_line_per_error_and_exits_2(self, tmp_path: Path):
         broken = tmp_path / "amid.yaml"
         broken.write_text(
@@ -195,3 +202,66 @@ class TestCheckConfigCommand:
         assert len(lines) == 2, lines
         assert lines[0].startswith("queue.pollers: ")
         assert lines[1].startswith("handlers[0].timeout: ")
+
+
+_DIGEST_HANDLER = (
+    "queue: {url: 'https://sqs.us-east-1.amazonaws.com/1/q'}\n"
+    "handlers:\n  - {name: s, type: %s, %s digest: %s}\n"
+)
+_HANDLER_KEYS = {
+    "shell": "command: [x],",
+    "slack": "webhook_url: 'https://hooks.slack.com/x',",
+    "sns": "topic_arn: 'arn:aws:sns:us-east-1:123456789012:t',",
+    "webhook": "url: 'https://example.com/x',",
+    "console": "",
+}
+
+
+class TestDigest:
+    def config(self, digest: str, kind: str = "slack") -> str:
+        return _DIGEST_HANDLER % (kind, _HANDLER_KEYS[kind], digest)
+
+    @pytest.mark.parametrize("kind", ["shell", "slack", "sns", "webhook", "console"])
+    def test_every_handler_type_takes_a_digest_with_its_defaults(self, kind: str):
+        handler = parse_config(self.config("{}", kind), env={}).handlers[0]
+        assert handler.digest is not None
+        assert (handler.digest.wait, handler.digest.max_events) == (30, 50)
+        assert handler.digest.group_by == ("account", "region", "detail.State")
+
+    def test_a_handler_without_digest_has_none(self):
+        assert parse_config(MINIMAL, env={}).handlers[0].digest is None
+
+    def test_settings_are_read_with_durations_and_dotted_paths(self):
+        digest = (
+            parse_config(
+                self.config("{wait: 2m, max_events: 100, group_by: [account, detail.Tags.team]}"),
+                env={},
+            )
+            .handlers[0]
+            .digest
+        )
+        assert digest is not None
+        assert (digest.wait, digest.max_events) == (120, 100)
+        assert digest.group_by == ("account", "detail.Tags.team")
+
+    @pytest.mark.parametrize(
+        ("digest", "problem"),
+        [
+            ("{wait: 0}", "handlers[0].digest.wait: must be more than 0 and at most 1h"),
+            ("{wait: 61m}", "handlers[0].digest.wait: must be more than 0 and at most 1h"),
+            ("{max_events: 1}", "handlers[0].digest.max_events: must be from 2 to 100"),
+            ("{max_events: 101}", "handlers[0].digest.max_events: must be from 2 to 100"),
+            (
+                "{max_events: true}",
+                "handlers[0].digest.max_events: expected a number, not true/false",
+            ),
+            (
+                "{group_by: [account, 'detail..State']}",
+                "handlers[0].digest.group_by[1]: 'detail..State' is not a dotted path into the event, such as detail.State",
+            ),
+            ("{group_by: [region, region]}", "handlers[0].digest.group_by: names a path twice"),
+            ("{window: 5s}", "handlers[0].digest.window: unknown key"),
+        ],
+    )
+    def test_a_bad_setting_is_one_line_naming_its_path(self, digest: str, problem: str):
+        assert problems_of(self.config(digest)) == [problem]

@@ -54,6 +54,35 @@ class Digest:
     def count(self) -> int:
         return len(self.notifications)
 
+    @property
+    def events(self) -> list[AmiStateChange]:
+        return [notification.event for notification in self.notifications]
+
+    @property
+    def state(self) -> str | None:
+        """The one state of every event in it, else None."""
+        states = {event.state for event in self.events}
+        return states.pop() if len(states) == 1 else None
+
+    def document(self) -> dict[str, Any]:
+        """The digest as JSON (SPEC 3b): SNS's Message, a webhook's body, a hook's stdin."""
+        return {
+            "count": self.count,
+            "group": dict(self.group),
+            "events": [event.raw for event in self.events],
+        }
+
+    def summary(self) -> str:
+        """For people: `120 AMIs deregistered in 111122223333 us-east-1`."""
+        events = self.events
+        what = f"{self.count} AMIs {self.state or 'changed state'}"
+        where = [
+            values.pop()
+            for values in ({e.account for e in events}, {e.region for e in events})
+            if len(values) == 1 and next(iter(values))
+        ]
+        return f"{what} in {' '.join(where)}" if where else what
+
 
 @dataclass(frozen=True, slots=True)
 class ExpectationNotice:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from amid.config import Config, ConsoleHandlerConfig
-from amid.handlers.base import Notification, Sendable, single_event
+from amid.handlers.base import Digest, Notification, Sendable, single_event
 from amid.metrics import Metrics
-from amid.templates import TemplateError, render, template_context
+from amid.templates import TemplateError, digest_context, render, template_context
 
 _MARK = {"available": "✅", "failed": "❌", "deregistered": "🗑️", "disabled": "⏸️"}
 
@@ -19,6 +20,14 @@ def default_line(notification: Notification) -> str:
     if event.error_message:
         line += f": {event.error_message}"
     return f"{line} (account {event.account}, event {event.id})"
+
+
+def digest_lines(digest: Digest) -> str:
+    """A header line for the group, then a line per event."""
+    mark = _MARK.get(digest.state or "", "•")
+    lines = [f"{mark} {digest.summary()} (digest)"]
+    lines += [f"    {default_line(notification)}" for notification in digest.notifications]
+    return "\n".join(lines)
 
 
 class ConsoleHandler:
@@ -37,24 +46,27 @@ class ConsoleHandler:
         return cls(handler, resources.metrics)
 
     def render(self, message: Sendable) -> str:
+        if isinstance(message, Digest):
+            return self._templated(digest_context(message), lambda: digest_lines(message))
         notification = single_event(self.name, message)
+        context = template_context(notification.event, dict(notification.image))
+        return self._templated(context, lambda: default_line(notification))
+
+    def _templated(self, context: dict[str, Any], default: Callable[[], str]) -> str:
         if self._template is None:
-            return default_line(notification)
+            return default()
         try:
-            return render(
-                self._template, template_context(notification.event, dict(notification.image))
-            )
+            return render(self._template, context)
         except TemplateError:
             self._metrics.template_failures.labels(self.name).inc()
-            return default_line(notification)
+            return default()
 
     async def pace(self) -> None:
         return None
 
     async def send(self, message: Sendable) -> None:
-        notification = single_event(self.name, message)
         stream = self._stream or sys.stdout
-        stream.write(f"[{self.name}] {self.render(notification)}\n")
+        stream.write(f"[{self.name}] {self.render(message)}\n")
         stream.flush()
 
     async def aclose(self) -> None:

@@ -16,10 +16,10 @@ import signal
 from typing import Any
 
 from amid.config import Config, ShellHandlerConfig
-from amid.handlers.base import HandlerError, Notification, Sendable, single_event
+from amid.handlers.base import Digest, HandlerError, Notification, Sendable, single_event
 from amid.logs import get_logger
 from amid.metrics import Metrics
-from amid.templates import TemplateError, render, template_context
+from amid.templates import TemplateError, digest_context, render, template_context
 
 EX_TEMPFAIL = 75
 OUTPUT_LIMIT = 4096
@@ -41,8 +41,7 @@ class ShellHandler:
     ) -> ShellHandler:
         return cls(handler, resources.metrics)
 
-    def _argv(self, notification: Notification) -> list[str]:
-        context = template_context(notification.event, dict(notification.image))
+    def _argv(self, context: dict[str, Any]) -> list[str]:
         argv = []
         for argument in self._config.command:
             try:
@@ -55,10 +54,14 @@ class ShellHandler:
                 argv.append(argument)
         return argv
 
-    def _environment(self, notification: Notification) -> dict[str, str]:
-        event = notification.event
+    def _base_environment(self) -> dict[str, str]:
         env = {key: os.environ[key] for key in _INHERITED if key in os.environ}
         env.update(self._config.env)
+        return env
+
+    def _environment(self, notification: Notification) -> dict[str, str]:
+        event = notification.event
+        env = self._base_environment()
         env.update(
             {
                 "AMID_EVENT_ID": event.id,
@@ -73,29 +76,36 @@ class ShellHandler:
         )
         return env
 
-    def render(self, message: Sendable) -> dict[str, Any]:
+    def _invocation(self, message: Sendable) -> tuple[list[str], dict[str, str], Any]:
+        """argv (templates rendered), environment and the JSON for stdin, of any message."""
+        if isinstance(message, Digest):
+            env = self._base_environment()
+            env.update({"AMID_DIGEST_COUNT": str(message.count), "AMID_HANDLER": self.name})
+            return self._argv(digest_context(message)), env, message.document()
         notification = single_event(self.name, message)
+        context = template_context(notification.event, dict(notification.image))
+        return self._argv(context), self._environment(notification), notification.event.raw
+
+    def render(self, message: Sendable) -> dict[str, Any]:
+        argv, env, stdin = self._invocation(message)
         return {
-            "argv": self._argv(notification),
-            "env": {
-                k: v for k, v in self._environment(notification).items() if k.startswith("AMID_")
-            },
-            "stdin": notification.event.raw,
+            "argv": argv,
+            "env": {k: v for k, v in env.items() if k.startswith("AMID_")},
+            "stdin": stdin,
         }
 
     async def pace(self) -> None:
         return None
 
     async def send(self, message: Sendable) -> None:
-        notification = single_event(self.name, message)
-        argv = self._argv(notification)
+        argv, env, stdin = self._invocation(message)
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
-                env=self._environment(notification),
+                env=env,
                 cwd=self._config.cwd,
                 start_new_session=True,  # its own process group, killed as a whole
             )
@@ -108,7 +118,7 @@ class ShellHandler:
         output = bytearray()
         reader = asyncio.create_task(_read_capped(process, output))
         try:
-            await _feed_stdin(process, json.dumps(notification.event.raw).encode())
+            await _feed_stdin(process, json.dumps(stdin).encode())
             returncode = await process.wait()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_DRAIN_GRACE):

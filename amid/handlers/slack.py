@@ -20,9 +20,9 @@ from pydantic import SecretStr
 
 from amid.config import Config, SlackHandlerConfig
 from amid.handlers import http, ratelimit
-from amid.handlers.base import Notification, Sendable, single_event
+from amid.handlers.base import Digest, Notification, Sendable, single_event
 from amid.metrics import Metrics
-from amid.templates import TemplateError, render, template_context
+from amid.templates import TemplateError, digest_context, render, template_context
 
 if TYPE_CHECKING:
     from amid.handlers import HandlerResources
@@ -142,6 +142,70 @@ def default_blocks(notification: Notification) -> list[dict[str, Any]]:
     return blocks
 
 
+# --- digests ---
+
+DIGEST_LINES = 20  # events listed by name; the rest are counted
+_DIGEST_EMOJI = ":package:"
+_NAME_MAX = 100
+_ERROR_MAX = 200
+
+
+def _digest_line(notification: Notification, with_state: bool) -> str:
+    """`• ami-0123 *name* (state): error`; each part cut on its own, so no markup is split."""
+    event, name = notification.event, notification.image.get("name")
+    line = f"• <{event.console_url}|{escape(event.image_id)}>"
+    if name:
+        line += f" *{escape(cut(str(name), _NAME_MAX))}*"
+    if with_state:
+        line += f" ({escape(event.state)})"
+    if event.error_message:
+        line += f": {escape(cut(event.error_message, _ERROR_MAX))}"
+    return line
+
+
+def _packed(lines: list[str], limit: int) -> list[str]:
+    """Lines joined into as few texts of at most `limit` characters as they fit in."""
+    texts: list[str] = []
+    for line in lines:
+        if texts and len(texts[-1]) + 1 + len(line) <= limit:
+            texts[-1] += "\n" + line
+        else:
+            texts.append(cut(line, limit))
+    return texts
+
+
+def _group_value(value: object) -> str:
+    return "none" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+
+def digest_payload(digest: Digest) -> dict[str, Any]:
+    """One message for a group: the count and the group, a line per event up to 20, "and N
+    more"; at most 24 blocks and 3,000 characters a text, within Slack's limits (50, 3,000)."""
+    state = digest.state
+    headline = f"{EMOJI.get(state, _OTHER_EMOJI) if state else _DIGEST_EMOJI} {digest.summary()}"
+    group = " · ".join(
+        f"`{_code(path)}` {escape(_group_value(value))}" for path, value in digest.group.items()
+    )
+    listed = [_digest_line(n, state is None) for n in digest.notifications[:DIGEST_LINES]]
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": cut(headline, _HEADER_MAX), "emoji": True},
+        },
+    ]
+    if group:
+        blocks.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": cut(group, _SECTION_MAX)}]}
+        )
+    blocks += [_section(text) for text in _packed(listed, _SECTION_MAX)]
+    more = digest.count - len(listed)
+    if more > 0:
+        blocks.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"and {more} more"}]}
+        )
+    return {"text": cut(escape(headline), _TEXT_MAX), "blocks": blocks}
+
+
 class SlackHandler:
     def __init__(
         self,
@@ -168,6 +232,8 @@ class SlackHandler:
         return f"SlackHandler(name={self.name!r})"
 
     def render(self, message: Sendable) -> dict[str, Any]:
+        if isinstance(message, Digest):
+            return self._compose_digest(message)[0]
         notification = single_event(self.name, message)
         payload, _ = self._compose(notification)
         return payload
@@ -177,15 +243,20 @@ class SlackHandler:
         await self._limit.wait()
 
     async def send(self, message: Sendable) -> None:
-        notification = single_event(self.name, message)
-        payload, failures = self._compose(notification)
+        if isinstance(message, Digest):
+            payload, failures = self._compose_digest(message)
+            context: dict[str, Any] = {"digest_events": message.count}
+        else:
+            notification = single_event(self.name, message)
+            payload, failures = self._compose(notification)
+            context = notification.event.log_context()
         for failure in failures:
             self._metrics.template_failures.labels(self.name).inc()
             _log.warning(
                 "template failed; sent the default message",
                 handler=self.name,
                 error=failure,
-                **notification.event.log_context(),
+                **context,
             )
         body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
         await http.deliver(
@@ -212,11 +283,35 @@ class SlackHandler:
                 failures.append(f"payload_template: {error}")
         if payload is None:
             payload = self._message(notification, context, failures)
+        return self._addressed(payload), failures
+
+    def _addressed(self, payload: dict[str, Any]) -> dict[str, Any]:
         for key in ("username", "icon_emoji", "channel"):
             value = getattr(self._config, key)
             if value is not None:
                 payload.setdefault(key, value)
-        return payload, failures
+        return payload
+
+    def _compose_digest(self, digest: Digest) -> tuple[dict[str, Any], list[str]]:
+        """As `_compose`, with the digest's context and default message."""
+        failures: list[str] = []
+        context = digest_context(digest)
+        if self._config.payload_template is not None:
+            try:
+                payload = _parse_payload(render(self._config.payload_template, context))
+            except TemplateError as error:
+                failures.append(f"payload_template: {error}")
+            else:
+                return self._addressed(payload), failures
+        if self._config.template is not None:
+            try:
+                text = _render_text(self._config.template, context)
+            except TemplateError as error:
+                failures.append(f"template: {error}")
+            else:
+                payload = {"text": cut(text, _TEXT_MAX), "blocks": [_section(text)]}
+                return self._addressed(payload), failures
+        return self._addressed(digest_payload(digest)), failures
 
     def _message(
         self, notification: Notification, context: dict[str, Any], failures: list[str]

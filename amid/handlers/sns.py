@@ -22,9 +22,9 @@ from botocore.exceptions import (
 
 from amid.aws import AwsClients
 from amid.config import Config, SnsHandlerConfig
-from amid.handlers.base import HandlerError, Notification, Sendable, single_event
+from amid.handlers.base import Digest, HandlerError, Notification, Sendable, single_event
 from amid.metrics import Metrics
-from amid.templates import TemplateError, render, template_context
+from amid.templates import TemplateError, digest_context, render, template_context
 
 if TYPE_CHECKING:
     from amid.handlers import HandlerResources
@@ -78,6 +78,51 @@ def default_subject(notification: Notification) -> str:
 
 def default_message(notification: Notification) -> str:
     return json.dumps(notification.event.raw, ensure_ascii=False, separators=(",", ":"))
+
+
+# --- digests ---
+
+# SNS takes up to 256 KiB per Publish, attributes and subject included: keep clear of it.
+DIGEST_MESSAGE_MAX = 256 * 1024 - 8 * 1024
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def digest_messages(digest: Digest, limit: int = DIGEST_MESSAGE_MAX) -> list[str]:
+    """`{"count": N, "group": {...}, "events": [...]}`, split into parts (each with its own
+    count and `part`/`parts`) where one Message would pass `limit` bytes."""
+    document = digest.document()
+    whole = _json(document)
+    if len(whole.encode("utf-8")) <= limit:
+        return [whole]
+    # Room for the envelope around the events, then events while they fit.
+    envelope = len(_json({**document, "events": [], "part": 100, "parts": 100}).encode()) + 16
+    parts: list[list[Any]] = [[]]
+    size = envelope
+    for event in document["events"]:
+        length = len(_json(event).encode("utf-8")) + 1
+        if parts[-1] and size + length > limit:
+            parts.append([])
+            size = envelope
+        parts[-1].append(event)
+        size += length
+    return [
+        _json({**document, "count": len(events), "events": events, "part": i, "parts": len(parts)})
+        for i, events in enumerate(parts, start=1)
+    ]
+
+
+def digest_subject(digest: Digest) -> str:
+    return subject_line(f"AMI digest: {digest.summary()}")
+
+
+def digest_attributes(digest: Digest, count: int) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"count": {"DataType": "Number", "StringValue": str(count)}}
+    if digest.state:
+        attributes["state"] = {"DataType": "String", "StringValue": digest.state}
+    return attributes
 
 
 def classify(error: Exception) -> HandlerError:
@@ -139,8 +184,10 @@ class SnsHandler:
     def __repr__(self) -> str:
         return f"SnsHandler(name={self.name!r})"
 
-    def render(self, message: Sendable) -> dict[str, Any]:
-        """The Publish request's parameters."""
+    def render(self, message: Sendable) -> dict[str, Any] | list[dict[str, Any]]:
+        """The Publish request's parameters (a digest: each Publish's, in order)."""
+        if isinstance(message, Digest):
+            return self._compose_digest(message)[0]
         notification = single_event(self.name, message)
         request, _ = self._compose(notification)
         return request
@@ -149,23 +196,31 @@ class SnsHandler:
         return None
 
     async def send(self, message: Sendable) -> None:
-        notification = single_event(self.name, message)
-        request, failures = self._compose(notification)
+        if isinstance(message, Digest):
+            requests, failures = self._compose_digest(message)
+            context: dict[str, Any] = {"digest_events": message.count}
+        else:
+            notification = single_event(self.name, message)
+            request, failures = self._compose(notification)
+            requests, context = [request], notification.event.log_context()
         for failure in failures:
             self._metrics.template_failures.labels(self.name).inc()
             _log.warning(
                 "template failed; published the default instead",
                 handler=self.name,
                 error=failure,
-                **notification.event.log_context(),
+                **context,
             )
         client = await self._aws.client(
             "sns", region=self._config.region, endpoint_url=self._config.endpoint_url
         )
-        try:
-            await client.publish(**request)
-        except (ClientError, BotoCoreError) as error:
-            raise classify(error) from None
+        # A digest split in parts is retried whole: a part may then go out twice
+        # (on a FIFO topic, its deduplication id drops the repeat).
+        for request in requests:
+            try:
+                await client.publish(**request)
+            except (ClientError, BotoCoreError) as error:
+                raise classify(error) from None
 
     async def aclose(self) -> None:
         return None  # the AWS client belongs to AwsClients
@@ -201,6 +256,42 @@ class SnsHandler:
             request["MessageGroupId"] = event.image_id
             request["MessageDeduplicationId"] = deduplication_id(event.id)
         return request, failures
+
+    def _compose_digest(self, digest: Digest) -> tuple[list[dict[str, Any]], list[str]]:
+        failures: list[str] = []
+        context = digest_context(digest)
+        messages = digest_messages(digest)
+        if self._config.template is not None:
+            try:
+                messages = [_render_nonblank(self._config.template, context)]
+            except TemplateError as error:
+                failures.append(f"template: {error}")
+        subject = digest_subject(digest)
+        if self._config.subject is not None:
+            try:
+                subject = _render_nonblank(self._config.subject, context, subject_line)
+            except TemplateError as error:
+                failures.append(f"subject: {error}")
+        ids = sorted(event.id for event in digest.events)
+        requests = []
+        for number, message in enumerate(messages, start=1):
+            count = json.loads(message)["count"] if len(messages) > 1 else digest.count
+            request: dict[str, Any] = {
+                "TopicArn": self._config.topic_arn,
+                "Message": message,
+                "Subject": subject_line(f"{subject} ({number}/{len(messages)})")
+                if len(messages) > 1
+                else subject,
+                "MessageAttributes": digest_attributes(digest, count),
+            }
+            if self._fifo:
+                group = _json(dict(digest.group))
+                request["MessageGroupId"] = hashlib.sha256(group.encode()).hexdigest()
+                request["MessageDeduplicationId"] = hashlib.sha256(
+                    f"{number}:{','.join(ids)}".encode()
+                ).hexdigest()
+            requests.append(request)
+        return requests, failures
 
 
 def _render_nonblank(

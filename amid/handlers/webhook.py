@@ -15,9 +15,9 @@ from pydantic import SecretStr
 
 from amid.config import Config, WebhookHandlerConfig
 from amid.handlers import http
-from amid.handlers.base import Notification, Sendable, single_event
+from amid.handlers.base import Digest, Notification, Sendable, single_event
 from amid.metrics import Metrics
-from amid.templates import TemplateError, render, template_context
+from amid.templates import TemplateError, digest_context, render, template_context
 
 if TYPE_CHECKING:
     from amid.handlers import HandlerResources
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 _log = structlog.get_logger("amid.handlers.webhook")
 
 EVENT_ID_HEADER = "X-Amid-Event-Id"
+DIGEST_COUNT_HEADER = "X-Amid-Digest-Count"
 MASK = "**********"
 
 
@@ -59,35 +60,51 @@ class WebhookHandler:
 
     def render(self, message: Sendable) -> dict[str, Any]:
         """The request that would be sent, header values masked and the URL left out."""
-        notification = single_event(self.name, message)
-        body, _ = self._body(notification)
+        body, public, _ = self._request(message)
         configured = {name.lower() for name in self._headers}
         headers = {
             name: MASK if name.lower() in configured else value
-            for name, value in self._request_headers(notification).items()
+            for name, value in self._request_headers(public).items()
         }
         return {"method": self._config.method, "headers": headers, "body": body}
+
+    def _request(self, message: Sendable) -> tuple[str, dict[str, str], list[str]]:
+        """The body, the public headers and the template failures, for any kind of message."""
+        if isinstance(message, Digest):
+            body, failures = self._digest_body(message)
+            public = {
+                "Content-Type": self._config.content_type,
+                DIGEST_COUNT_HEADER: str(message.count),
+            }
+            return body, public, failures
+        notification = single_event(self.name, message)
+        body, failures = self._body(notification)
+        return body, self._public_headers(notification), failures
 
     async def pace(self) -> None:
         return None
 
     async def send(self, message: Sendable) -> None:
-        notification = single_event(self.name, message)
-        body, failures = self._body(notification)
+        body, public, failures = self._request(message)
+        context = (
+            {"digest_events": message.count}
+            if isinstance(message, Digest)
+            else single_event(self.name, message).event.log_context()
+        )
         for failure in failures:
             self._metrics.template_failures.labels(self.name).inc()
             _log.warning(
                 "body template failed; sent the event JSON instead",
                 handler=self.name,
                 error=failure,
-                **notification.event.log_context(),
+                **context,
             )
         await http.deliver(
             self._http,
             method=self._config.method,
             url=self._url.get_secret_value(),
             body=body.encode("utf-8"),
-            headers=self._request_headers(notification),
+            headers=self._request_headers(public),
             what="webhook",
             secrets=[value.get_secret_value() for value in self._headers.values()],
         )
@@ -102,11 +119,11 @@ class WebhookHandler:
             EVENT_ID_HEADER: notification.event.id,
         }
 
-    def _request_headers(self, notification: Notification) -> dict[str, str]:
+    def _request_headers(self, public: dict[str, str]) -> dict[str, str]:
         """Configured headers win over the defaults, whatever their case."""
         headers = {
             name: value
-            for name, value in self._public_headers(notification).items()
+            for name, value in public.items()
             if name.lower() not in {configured.lower() for configured in self._headers}
         }
         headers.update({name: value.get_secret_value() for name, value in self._headers.items()})
@@ -114,9 +131,17 @@ class WebhookHandler:
 
     def _body(self, notification: Notification) -> tuple[str, list[str]]:
         default = json.dumps(notification.event.raw, ensure_ascii=False, separators=(",", ":"))
+        context = template_context(notification.event, dict(notification.image))
+        return self._templated(default, context)
+
+    def _digest_body(self, digest: Digest) -> tuple[str, list[str]]:
+        """The digest JSON (SPEC 3b), or the `body` template rendered with the digest's context."""
+        default = json.dumps(digest.document(), ensure_ascii=False, separators=(",", ":"))
+        return self._templated(default, digest_context(digest))
+
+    def _templated(self, default: str, context: dict[str, Any]) -> tuple[str, list[str]]:
         if self._config.body is None:
             return default, []
-        context = template_context(notification.event, dict(notification.image))
         try:
             body = render(self._config.body, context)
             if _is_json(self._config.content_type):

@@ -16,7 +16,7 @@ from tenacity import (
 )
 
 from amid.config import RetryConfig
-from amid.handlers.base import Handler, HandlerError, Sendable
+from amid.handlers.base import Digest, Handler, HandlerError, Sendable
 from amid.logs import get_logger
 from amid.metrics import Metrics
 
@@ -74,6 +74,7 @@ async def deliver(
     """Send with retries; total: returns a result, never raises (cancellation aside)."""
     log = (log or get_logger()).bind(handler=handler.name)
     attempts = 0
+    events = message.count if isinstance(message, Digest) else 1  # notifications are per event
 
     async def one_try() -> None:
         nonlocal attempts
@@ -125,8 +126,8 @@ async def deliver(
                 with attempt:
                     await one_try()
     except HandlerError as error:
-        metrics.notifications.labels(handler.name, "failed").inc()
-        metrics.notification_failures.labels(handler.name, error.reason).inc()
+        metrics.notifications.labels(handler.name, "failed").inc(events)
+        metrics.notification_failures.labels(handler.name, error.reason).inc(events)
         log.error(
             "notification failed",
             attempt=attempts,
@@ -137,6 +138,6 @@ async def deliver(
         return DeliveryResult(
             handler.name, False, attempts, error.reason, error.retryable, error.retry_after
         )
-    metrics.notifications.labels(handler.name, "delivered").inc()
+    metrics.notifications.labels(handler.name, "delivered").inc(events)
     log.debug("notification delivered", attempt=attempts)  # "event handled" says it at info
     return DeliveryResult(handler.name, True, attempts)

@@ -1,4 +1,4 @@
-"""process(message) -> outcome: decode, dedupe, enrich, route, deliver, in that order.
+"""process(message) -> outcome: decode, dedupe, enrich, route, batch, deliver, in that order.
 
 The stage is total: whatever the message holds and whatever the handlers or
 the ledger do, `process` returns an `Outcome` that says whether to delete the
@@ -20,6 +20,7 @@ from amid.events import AmiStateChange, IgnoredEvent
 from amid.handlers.base import Handler, Notification
 from amid.logs import get_logger
 from amid.metrics import Metrics
+from amid.pipeline.batch import Batcher, Target
 from amid.pipeline.decode import DecodeError, decode
 from amid.pipeline.deliver import DeliveryResult, deliver
 from amid.pipeline.enrich import NOT_ASKED, ImageLookup
@@ -107,7 +108,9 @@ class Pipeline:
         lease: float,
         enricher: Enricher | None = None,
         clock: Callable[[], float] = time.time,
+        budget: int = 64,
     ) -> None:
+        """`budget` is how many messages may be in flight (`queue.max_in_flight`)."""
         self._ledger = ledger
         self._metrics = metrics
         self._owner = owner
@@ -117,6 +120,7 @@ class Pipeline:
         self._locks = _KeyedLocks()
         self._log = get_logger()
         self.ledger_ok = True  # False from a failed ledger call until the next one succeeds
+        self.batcher = Batcher(ledger=ledger, metrics=metrics, owner=owner, budget=budget)
 
     def redelivery_delay(self, config: Config, receive_count: int) -> float:
         """initial, doubled per receive, capped at max."""
@@ -286,6 +290,8 @@ class Pipeline:
         self, runtime: Runtime, name: str, notification: Notification, batch: _Batch, log: Any
     ) -> DeliveryResult:
         handler_config = runtime.handler_configs[name]
+        if handler_config.digest is not None:
+            return await self._batch(runtime, name, notification, batch)
         result = await deliver(
             runtime.handlers[name],
             notification,
@@ -300,6 +306,27 @@ class Pipeline:
             result = await self._record(notification.event, result, log)
             if result.delivered:
                 batch.recorded(name)
+        return result
+
+    async def _batch(
+        self, runtime: Runtime, name: str, notification: Notification, batch: _Batch
+    ) -> DeliveryResult:
+        """A digest handler: the event joins its group; the digest that carries it is sent
+        and its success recorded there, while the other handlers go on at once."""
+        handler_config = runtime.handler_configs[name]
+        assert handler_config.digest is not None  # noqa: S101 - checked by the caller
+        target = Target(
+            runtime.handlers[name],
+            handler_config.digest,
+            runtime.config.timeout_for(handler_config),
+            runtime.config.retry_for(handler_config),
+        )
+        result = await self.batcher.submit(target, notification)
+        batch.finished(name)
+        if result.delivered:
+            batch.recorded(name)
+        elif result.reason == "ledger_unavailable":
+            self.ledger_ok = False
         return result
 
     async def _record(

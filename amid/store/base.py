@@ -10,7 +10,7 @@ everything, and replicas sharing a dynamodb table share all of it.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -64,6 +64,15 @@ class Ledger(Protocol):
 
     async def release(self, event_id: str, owner: str) -> None:
         """Drop the lease without completing (a handler failed, or shutdown)."""
+        ...
+
+    async def record_digest(self, handler: str, event_ids: Sequence[str], owner: str) -> None:
+        """Record that `handler` succeeded for every event of a digest, in one atomic write.
+
+        At most 100 events (`DigestConfig.max_events`). Raises LeaseLost, and records
+        nothing, when any of them is no longer held by `owner`. A later claim's
+        `delivered` includes `handler` for each of them.
+        """
         ...
 
     async def aclose(self) -> None: ...

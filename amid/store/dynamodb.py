@@ -5,7 +5,8 @@ capacity; DynamoDB TTL on `expires_at`):
 
     pk          sk               attributes
     <event id>  event            owner (S, absent when free), lease_until (N),
-                                 done (BOOL), claims (N), expires_at (N)
+                                 done (BOOL), claims (N), expires_at (N),
+                                 digested (SS: handlers a digest carried it to)
     <event id>  handler#<name>   owner (S, who recorded it), expires_at (N)
     image#<region>#<image id>
                 image            facts (S, the image object as JSON), expires_at (N)
@@ -23,6 +24,10 @@ returns an event and all its handler records.
 - `record_delivery` is one TransactWriteItems: a ConditionCheck that the
   owner still holds a live lease on the event item, and the Put of the
   handler item. A stale owner cannot record over another's claim.
+- `record_digest` is one TransactWriteItems of up to 100 Updates, one per
+  event item: each checks the owner and adds the handler to `digested`, and
+  bumps `claims`, so a claim racing it re-reads rather than writing the set
+  back without it. A claim carries `digested` over and reads it as delivered.
 - `extend`, `complete` and `release` are conditional updates of the event item.
 - Image memory: `remember` is one PutItem, `remember_many` PutItems 25 at a time (the
   calls the ledger is granted already; no BatchWriteItem), `recall` a Query of its pk.
@@ -41,7 +46,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -64,6 +69,8 @@ IMAGE_PREFIX = "image#"
 IMAGE_SK = "image"
 _IMAGE_WRITES = 25  # PutItems at once in remember_many
 TTL_ATTRIBUTE = "expires_at"
+DIGESTED = "digested"
+MAX_TRANSACTION_ITEMS = 100
 _CREATE_TIMEOUT = 300.0
 
 _THROTTLING = frozenset(
@@ -141,6 +148,11 @@ def _string(item: Mapping[str, Any], name: str) -> str | None:
 def _flag(item: Mapping[str, Any], name: str) -> bool:
     attribute = item.get(name)
     return bool(attribute["BOOL"]) if attribute else False
+
+
+def _string_set(item: Mapping[str, Any], name: str) -> frozenset[str]:
+    attribute = item.get(name)
+    return frozenset(attribute["SS"]) if attribute else frozenset()
 
 
 class DynamoLedger:
@@ -235,6 +247,8 @@ class DynamoLedger:
                 elif sk.startswith(HANDLER_PREFIX) and _number(item, TTL_ATTRIBUTE) > now:
                     delivered.add(sk.removeprefix(HANDLER_PREFIX))
             if "LastEvaluatedKey" not in page:
+                if event is not None and _number(event, TTL_ATTRIBUTE) > now:
+                    delivered |= _string_set(event, DIGESTED)
                 return event, frozenset(delivered), now
             params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
@@ -247,16 +261,25 @@ class DynamoLedger:
             if holder not in (None, owner) and _number(event, "lease_until") > now:
                 return None
         seen = _number(event, "claims") if event is not None else 0.0
+        fresh: dict[str, Any] = {
+            **self._key(event_id),
+            "owner": {"S": owner},
+            "lease_until": _n(now + lease),
+            "done": {"BOOL": False},
+            "claims": _n(seen + 1),
+            TTL_ATTRIBUTE: _epoch(now + self._ttl),
+        }
+        digested = (
+            _string_set(event, DIGESTED)
+            if event is not None and _number(event, TTL_ATTRIBUTE) > now
+            else frozenset()
+        )
+        if digested:
+            # The claim rewrites the item: what digests recorded on it is kept.
+            fresh[DIGESTED] = {"SS": sorted(digested)}
         write: dict[str, Any] = {
             "TableName": self._table,
-            "Item": {
-                **self._key(event_id),
-                "owner": {"S": owner},
-                "lease_until": _n(now + lease),
-                "done": {"BOOL": False},
-                "claims": _n(seen + 1),
-                TTL_ATTRIBUTE: _epoch(now + self._ttl),
-            },
+            "Item": fresh,
             "ConditionExpression": "attribute_not_exists(pk)",
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
@@ -442,6 +465,43 @@ class DynamoLedger:
                 facts: dict[str, Any] = json.loads(_string(item, "facts") or "{}")
                 return facts
         return None
+    # --- digests ---
+
+    async def record_digest(self, handler: str, event_ids: Sequence[str], owner: str) -> None:
+        event_ids = list(dict.fromkeys(event_ids))  # one operation per item in a transaction
+        if not event_ids:
+            return
+        if len(event_ids) > MAX_TRANSACTION_ITEMS:
+            raise ValueError(f"a digest holds at most {MAX_TRANSACTION_ITEMS} events")
+        now = self._clock()
+        condition, values = self._held_condition(now, owner)
+        updates = [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": self._key(event_id),
+                    "UpdateExpression": "ADD #digested :handler, #claims :one SET #exp = :exp",
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeNames": {
+                        "#owner": "owner",
+                        "#exp": TTL_ATTRIBUTE,
+                        "#digested": DIGESTED,
+                        "#claims": "claims",
+                    },
+                    "ExpressionAttributeValues": {
+                        **values,
+                        ":handler": {"SS": [handler]},
+                        ":one": _n(1),
+                        ":exp": _epoch(now + self._ttl),
+                    },
+                }
+            }
+            for event_id in event_ids
+        ]
+        try:
+            await self._call("transact_write_items", TransactItems=updates)
+        except _ConditionFailed as refused:
+            raise LeaseLost(f"a digest's events are no longer all held by {owner}") from refused
 
 
 async def create_table(client: Any, table: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,3 +112,9 @@ class MemoryLedger:
             del self._images[(region, image_id)]
             return None
         return copy.deepcopy(kept[1])
+    # --- digests ---
+
+    async def record_digest(self, handler: str, event_ids: Sequence[str], owner: str) -> None:
+        records = [self._held(event_id, owner) for event_id in event_ids]  # all, or none
+        for record in records:
+            record.delivered.add(handler)

@@ -16,7 +16,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -318,3 +318,19 @@ class SqliteLedger:
             return None
         loaded: dict[str, Any] = json.loads(facts)
         return loaded
+    # --- digests ---
+
+    async def record_digest(self, handler: str, event_ids: Sequence[str], owner: str) -> None:
+        def body(db: sqlite3.Connection, now: float) -> None:
+            for event_id in event_ids:
+                if not self._holds(db, event_id, owner, now):
+                    # Raised inside the transaction: it rolls back, nothing is recorded.
+                    raise LeaseLost(f"lease on {event_id} is no longer held by {owner}")
+            db.executemany(
+                "INSERT OR REPLACE INTO deliveries (event_id, handler, expires_at)"
+                " VALUES (?, ?, ?)",
+                [(event_id, handler, now + self._ttl) for event_id in event_ids],
+            )
+
+        if event_ids:
+            await self._transact(body)

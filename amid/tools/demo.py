@@ -2,8 +2,10 @@
 
 An embedded moto server on 127.0.0.1 plays SQS. The demo creates a queue with
 a dead-letter queue, sends real-shaped events for all four states plus a
-duplicate and an invalid message, runs the real daemon with a console handler
-and prints what became of each message and the final metric values.
+duplicate and an invalid message, and a burst of deregistrations as a cleanup
+job makes them; runs the real daemon with two console handlers (one per event,
+and a digest that collapses the burst into one message) and prints what
+became of each message and the final metric values.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from amid.pipeline.source import approximate_count
 from amid.tools.offline import synthetic_event
 
 _REGION = "us-east-1"
+_BURST = 6  # deregistrations of a cleanup job, besides the demo's own
 
 
 def _free_port() -> int:
@@ -45,6 +48,13 @@ def _demo_events() -> list[tuple[str, str]]:
     )
     deregistered = synthetic_event("deregistered", "ami-0a1b2c3d4e5f60003", _REGION)
     disabled = synthetic_event("disabled", "ami-0a1b2c3d4e5f60004", _REGION)
+    burst = [
+        (
+            f"burst: deregistered {number + 1} of {_BURST} (a cleanup job)",
+            json.dumps(synthetic_event("deregistered", f"ami-0c1ea0000000{number:05d}", _REGION)),
+        )
+        for number in range(_BURST)
+    ]
     return [
         ("available", json.dumps(available)),
         ("failed", json.dumps(failed)),
@@ -52,6 +62,7 @@ def _demo_events() -> list[tuple[str, str]]:
         ("disabled", json.dumps(disabled)),
         ("duplicate of the 'available' event (same id)", json.dumps(available)),
         ("invalid (not JSON)", "this is not an EventBridge event"),
+        *burst,
     ]
 
 
@@ -106,7 +117,7 @@ async def run_demo(forever: bool = False) -> int:
                 configure_logging("error", "console")
                 stop = asyncio.Event()
                 daemon = Daemon(config, stop=stop)
-                print("▶ amid running (console handler below)\n")
+                print("▶ amid running (console handlers below; the digest waits 2s for company)\n")
                 runner = asyncio.create_task(daemon.run())
                 if forever:
                     print(
@@ -147,6 +158,11 @@ logging: {{level: error, format: console}}
 handlers:
   - name: console
     type: console
+    match: {{detail: {{State: [{{anything-but: deregistered}}]}}}}
+  - name: cleanup-digest
+    type: console
+    match: {{detail: {{State: [deregistered]}}}}
+    digest: {{wait: 2s}}
 """
     return parse_config(text, env={})
 
@@ -174,6 +190,11 @@ def _report(registry: Any, dead_letters: int) -> None:
         duplicate = value("amid_events_total", state=state, outcome="duplicate")
         extra = f", {duplicate} duplicate copy dropped" if duplicate else ""
         print(f"  {state:<13} delivered {handled}x{extra}")
+    digests = value("amid_digests_total", handler="cleanup-digest", outcome="delivered")
+    carried = int(
+        registry.get_sample_value("amid_digest_events_sum", {"handler": "cleanup-digest"}) or 0
+    )
+    print(f"  digest        {carried} deregistered events in {digests} message(s)")
     print(
         f"  invalid       counted on each of its "
         f"{value('amid_messages_invalid_total', reason='not_json')} receives (reason not_json), "

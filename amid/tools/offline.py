@@ -180,6 +180,8 @@ async def replay(run: OfflineRun, bodies: Iterable[str], *, use_dedupe: bool) ->
         lease=run.config.queue.visibility_timeout,
         enricher=enricher,
     )
+    # Bodies are handled one after another: a digest handler sends each at once.
+    pipeline.batcher.drain()
     try:
         return [await pipeline.process(body, run.runtime) for body in bodies]
     finally:

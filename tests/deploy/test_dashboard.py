@@ -46,6 +46,9 @@ ON_DASHBOARD = {
     # image-aware routing
     "amid_image_lookups_total",
     "amid_event_retries_total",
+    "amid_digests_total",
+    "amid_digest_events_bucket",
+    "amid_digest_pending_events",
     "up",
 }
 
@@ -141,7 +144,9 @@ class TestAgainstALiveDaemon:
         self, sqs: Any, moto_url: str, tmp_path: Path
     ) -> None:
         queue, _ = await make_queue(sqs)
-        config = make_config(queue, moto_url, hook_handler(tmp_path / "calls.jsonl"))
+        # A digest handler too: its series exist only for handlers that have one.
+        handler = hook_handler(tmp_path / "calls.jsonl", extra="    digest: {wait: 1m}\n")
+        config = make_config(queue, moto_url, handler)
         async with running_daemon(config) as daemon, aiohttp.ClientSession() as http:
             url = f"http://127.0.0.1:{daemon.metrics_port}/metrics"
             async with http.get(url) as response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import time
@@ -21,6 +22,7 @@ from amid.aws import AwsClients
 from amid.config import parse_config
 from amid.events import AmiStateChange
 from amid.handlers import Handler, HandlerResources, Notification, build_handler
+from amid.handlers.base import Digest
 from amid.metrics import Metrics
 from tests.local_http import serve
 from tests.moto_server import free_port
@@ -181,3 +183,29 @@ async def make_handler(resources: HandlerResources) -> AsyncIterator[MakeHandler
 def closed_port_url() -> str:
     """An http URL on 127.0.0.1 where nothing listens (connection refused)."""
     return f"http://127.0.0.1:{free_port()}"
+
+
+# --- digests ---
+
+
+def seed_digest(
+    count: int,
+    state: str = "deregistered",
+    image: Mapping[str, Any] | None = None,
+    states: list[str] | None = None,
+    **changes: Any,
+) -> Digest:
+    """A digest of `count` seed events with distinct ids and image ids (states cycle)."""
+    notifications = []
+    for number in range(count):
+        this = states[number % len(states)] if states else state
+        event = seed_event(this, ImageId=f"ami-{number:017x}", **changes)
+        raw = {**event.raw, "id": f"{EVENT_ID[:-4]}{number:04d}"}
+        raw["resources"] = [f"arn:aws:ec2:{event.region}::image/{event.image_id}"]
+        notifications.append(
+            Notification(dataclasses.replace(event, id=raw["id"], raw=raw), image or {})
+        )
+    group = {"account": notifications[0].event.account, "region": notifications[0].event.region}
+    if not states:
+        group["detail.State"] = state
+    return Digest(tuple(notifications), group)
