@@ -465,6 +465,7 @@ class DynamoLedger:
                 facts: dict[str, Any] = json.loads(_string(item, "facts") or "{}")
                 return facts
         return None
+
     # --- digests ---
 
     async def record_digest(self, handler: str, event_ids: Sequence[str], owner: str) -> None:

@@ -112,6 +112,7 @@ class MemoryLedger:
             del self._images[(region, image_id)]
             return None
         return copy.deepcopy(kept[1])
+
     # --- digests ---
 
     async def record_digest(self, handler: str, event_ids: Sequence[str], owner: str) -> None:

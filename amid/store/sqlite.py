@@ -318,6 +318,7 @@ class SqliteLedger:
             return None
         loaded: dict[str, Any] = json.loads(facts)
         return loaded
+
     # --- digests ---
 
     async def record_digest(self, handler: str, event_ids: Sequence[str], owner: str) -> None:
