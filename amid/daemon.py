@@ -21,6 +21,8 @@ import aiohttp
 
 from amid.aws import AwsClients
 from amid.config import Config, ConfigError, load_config
+from amid.expectations import Expectations
+from amid.expectations.watch import Watcher
 from amid.handlers import HandlerResources, build_handler
 from amid.health import Health, HealthServer
 from amid.logs import configure_logging, get_logger
@@ -30,7 +32,7 @@ from amid.pipeline.process import Enricher, Pipeline, Runtime
 from amid.pipeline.routing import Router
 from amid.pipeline.source import Heartbeat, Message, SqsSource, SqsUnavailable
 from amid.sdnotify import SystemdNotifier, watchdog_interval
-from amid.store import Ledger, LedgerUnavailable, open_store
+from amid.store import Ledger, LedgerUnavailable, Store, open_store
 
 
 class StartupError(Exception):
@@ -139,6 +141,7 @@ class Daemon:
         self.metrics_port: int | None = None
         self.started = asyncio.Event()
         self._ready_sent = False
+        self._watcher: Watcher | None = None
 
     def request_reload(self) -> None:
         """What SIGHUP does: reload the config file at the next chance."""
@@ -163,16 +166,20 @@ class Daemon:
                 HealthServer(self.health, self.metrics, config.metrics.host, config.metrics.port)
             )
             self.metrics_port = server.port
+            self._watcher = Watcher(
+                ledger, self.metrics, owner=self.owner, lease=config.queue.visibility_timeout
+            )
             pipeline = Pipeline(
                 ledger=ledger,
                 metrics=self.metrics,
                 owner=self.owner,
                 lease=config.queue.visibility_timeout,
                 enricher=self._enricher(config, aws, stack),
+                watcher=self._watcher,
             )
             await self._serve(config, source, ledger, pipeline, runtimes, resources)
 
-    async def _open_ledger(self, aws: AwsClients, region: str | None) -> Ledger:
+    async def _open_ledger(self, aws: AwsClients, region: str | None) -> Store:
         try:
             return await open_store(self.config.dedupe, aws, region)
         except LedgerUnavailable as error:
@@ -193,7 +200,12 @@ class Daemon:
         handlers = {h.name: build_handler(h, config, resources) for h in config.handlers}
         for name in handlers:
             self.metrics.prime_handler(name)
-        return Runtime(config=config, router=Router(config.handlers), handlers=handlers)
+        return Runtime(
+            config=config,
+            router=Router(config.handlers),
+            handlers=handlers,
+            expectations=Expectations(config.expectations),
+        )
 
     async def _serve(
         self,
@@ -218,6 +230,9 @@ class Daemon:
             asyncio.create_task(self._watch_queue(source), name="amid-queue-depth"),
             asyncio.create_task(self._watchdog(), name="amid-watchdog"),
         ]
+        if self._watcher is not None:
+            watch = self._watcher.run(runtimes.use)
+            background.append(asyncio.create_task(watch, name="amid-expectations"))
         serving = _Serving(source, pipeline, runtimes, heartbeat, capacity)
         pollers = [
             asyncio.create_task(self._poll(serving), name=f"amid-poller-{i}")
@@ -232,6 +247,7 @@ class Daemon:
             max_in_flight=queue.max_in_flight,
             dedupe=config.dedupe.backend,
             handlers=[h.name for h in config.handlers],
+            expectations=[e.name for e in config.expectations],
             metrics_port=self.metrics_port,
         )
         self.started.set()
@@ -377,10 +393,16 @@ class Daemon:
             )
         configure_logging(new.logging.level, new.logging.format)
         await runtimes.swap(runtime)
+        if self._watcher is not None:
+            self._watcher.changed()
         self.config = _keep_restart_sections(new, self.config)
         self.metrics.config_reloads.labels("success").inc()
         self.metrics.config_last_reload_successful.set(1)
-        self._log.info("config reloaded", handlers=[h.name for h in new.handlers])
+        self._log.info(
+            "config reloaded",
+            handlers=[h.name for h in new.handlers],
+            expectations=[e.name for e in new.expectations],
+        )
         return True
 
     async def _watch_queue(self, source: SqsSource) -> None:

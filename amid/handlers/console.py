@@ -6,9 +6,10 @@ import sys
 from typing import Any, TextIO
 
 from amid.config import Config, ConsoleHandlerConfig
-from amid.handlers.base import Notification, Sendable, single_event
+from amid.handlers.base import ExpectationNotice, Notification, Sendable, single_event
+from amid.handlers.notice import notice_context, notice_sentence, rfc3339
 from amid.metrics import Metrics
-from amid.templates import TemplateError, render, template_context
+from amid.templates import TemplateError, mentions, render, template_context
 
 _MARK = {"available": "✅", "failed": "❌", "deregistered": "🗑️", "disabled": "⏸️"}
 
@@ -19,6 +20,12 @@ def default_line(notification: Notification) -> str:
     if event.error_message:
         line += f": {event.error_message}"
     return f"{line} (account {event.account}, event {event.id})"
+
+
+def notice_line(notice: ExpectationNotice) -> str:
+    """An expectation's notice: the sentence, then when the last match came and when it was due."""
+    last = rfc3339(notice.last_seen) or "never"
+    return f"{notice_sentence(notice)}; last match {last}, due {rfc3339(notice.due)}"
 
 
 class ConsoleHandler:
@@ -37,6 +44,8 @@ class ConsoleHandler:
         return cls(handler, resources.metrics)
 
     def render(self, message: Sendable) -> str:
+        if isinstance(message, ExpectationNotice):
+            return self._render_notice(message)
         notification = single_event(self.name, message)
         if self._template is None:
             return default_line(notification)
@@ -52,10 +61,24 @@ class ConsoleHandler:
         return None
 
     async def send(self, message: Sendable) -> None:
-        notification = single_event(self.name, message)
+        line = self._render_notice(message) if isinstance(message, ExpectationNotice) else None
+        if line is None:
+            line = self.render(single_event(self.name, message))
         stream = self._stream or sys.stdout
-        stream.write(f"[{self.name}] {self.render(notification)}\n")
+        stream.write(f"[{self.name}] {line}\n")
         stream.flush()
 
     async def aclose(self) -> None:
         return None
+
+    # --- expectation notices ---
+
+    def _render_notice(self, notice: ExpectationNotice) -> str:
+        """The handler's template when it reads `expectation`, else the default line."""
+        if self._template is None or not mentions(self._template, "expectation"):
+            return notice_line(notice)
+        try:
+            return render(self._template, notice_context(notice))
+        except TemplateError:
+            self._metrics.template_failures.labels(self.name).inc()
+            return notice_line(notice)

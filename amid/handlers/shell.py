@@ -16,7 +16,14 @@ import signal
 from typing import Any
 
 from amid.config import Config, ShellHandlerConfig
-from amid.handlers.base import HandlerError, Notification, Sendable, single_event
+from amid.handlers.base import (
+    ExpectationNotice,
+    HandlerError,
+    Notification,
+    Sendable,
+    single_event,
+)
+from amid.handlers.notice import notice_context, notice_document
 from amid.logs import get_logger
 from amid.metrics import Metrics
 from amid.templates import TemplateError, render, template_context
@@ -42,7 +49,9 @@ class ShellHandler:
         return cls(handler, resources.metrics)
 
     def _argv(self, notification: Notification) -> list[str]:
-        context = template_context(notification.event, dict(notification.image))
+        return self._arguments(template_context(notification.event, dict(notification.image)))
+
+    def _arguments(self, context: dict[str, Any]) -> list[str]:
         argv = []
         for argument in self._config.command:
             try:
@@ -55,10 +64,14 @@ class ShellHandler:
                 argv.append(argument)
         return argv
 
-    def _environment(self, notification: Notification) -> dict[str, str]:
-        event = notification.event
+    def _base_environment(self) -> dict[str, str]:
         env = {key: os.environ[key] for key in _INHERITED if key in os.environ}
         env.update(self._config.env)
+        return env
+
+    def _environment(self, notification: Notification) -> dict[str, str]:
+        event = notification.event
+        env = self._base_environment()
         env.update(
             {
                 "AMID_EVENT_ID": event.id,
@@ -74,6 +87,13 @@ class ShellHandler:
         return env
 
     def render(self, message: Sendable) -> dict[str, Any]:
+        if isinstance(message, ExpectationNotice):
+            argv, env, stdin = self._notice_run(message)
+            return {
+                "argv": argv,
+                "env": {k: v for k, v in env.items() if k.startswith("AMID_")},
+                "stdin": json.loads(stdin),
+            }
         notification = single_event(self.name, message)
         return {
             "argv": self._argv(notification),
@@ -87,15 +107,25 @@ class ShellHandler:
         return None
 
     async def send(self, message: Sendable) -> None:
+        if isinstance(message, ExpectationNotice):
+            await self._run(*self._notice_run(message))
+            return
         notification = single_event(self.name, message)
-        argv = self._argv(notification)
+        await self._run(
+            self._argv(notification),
+            self._environment(notification),
+            json.dumps(notification.event.raw).encode(),
+        )
+
+    async def _run(self, argv: list[str], env: dict[str, str], stdin: bytes) -> None:
+        """Run the hook once: `stdin` in, its exit classified."""
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
-                env=self._environment(notification),
+                env=env,
                 cwd=self._config.cwd,
                 start_new_session=True,  # its own process group, killed as a whole
             )
@@ -108,7 +138,7 @@ class ShellHandler:
         output = bytearray()
         reader = asyncio.create_task(_read_capped(process, output))
         try:
-            await _feed_stdin(process, json.dumps(notification.event.raw).encode())
+            await _feed_stdin(process, stdin)
             returncode = await process.wait()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_DRAIN_GRACE):
@@ -142,6 +172,15 @@ class ShellHandler:
     async def aclose(self) -> None:
         return None
 
+    # --- expectation notices ---
+
+    def _notice_run(self, notice: ExpectationNotice) -> tuple[list[str], dict[str, str], bytes]:
+        """argv (templates see `expectation`), environment and stdin (the JSON document)."""
+        env = self._base_environment()
+        env.update(notice_environment(notice, self.name))
+        stdin = json.dumps(notice_document(notice), ensure_ascii=False).encode()
+        return self._arguments(notice_context(notice)), env, stdin
+
 
 async def _feed_stdin(process: asyncio.subprocess.Process, data: bytes) -> None:
     assert process.stdin is not None  # noqa: S101 - created with stdin=PIPE
@@ -165,3 +204,15 @@ async def _read_capped(process: asyncio.subprocess.Process, output: bytearray) -
 def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def notice_environment(notice: ExpectationNotice, handler: str) -> dict[str, str]:
+    """What a hook learns of a notice from its environment (the rest is on stdin)."""
+    document = notice_document(notice)
+    return {
+        "AMID_EXPECTATION": notice.expectation,
+        "AMID_EXPECTATION_STATUS": notice.status,
+        "AMID_EXPECTATION_DUE": document["due"] or "",
+        "AMID_EXPECTATION_LAST_SEEN": document["last_seen"] or "",
+        "AMID_HANDLER": handler,
+    }

@@ -20,9 +20,10 @@ from pydantic import SecretStr
 
 from amid.config import Config, SlackHandlerConfig
 from amid.handlers import http, ratelimit
-from amid.handlers.base import Notification, Sendable, single_event
+from amid.handlers.base import ExpectationNotice, Notification, Sendable, single_event
+from amid.handlers.notice import notice_context, notice_sentence, rfc3339
 from amid.metrics import Metrics
-from amid.templates import TemplateError, render, template_context
+from amid.templates import TemplateError, mentions, render, template_context
 
 if TYPE_CHECKING:
     from amid.handlers import HandlerResources
@@ -168,6 +169,8 @@ class SlackHandler:
         return f"SlackHandler(name={self.name!r})"
 
     def render(self, message: Sendable) -> dict[str, Any]:
+        if isinstance(message, ExpectationNotice):
+            return self._compose_notice(message)[0]
         notification = single_event(self.name, message)
         payload, _ = self._compose(notification)
         return payload
@@ -177,15 +180,20 @@ class SlackHandler:
         await self._limit.wait()
 
     async def send(self, message: Sendable) -> None:
-        notification = single_event(self.name, message)
-        payload, failures = self._compose(notification)
+        if isinstance(message, ExpectationNotice):
+            payload, failures = self._compose_notice(message)
+            context = {"expectation": message.expectation}
+        else:
+            notification = single_event(self.name, message)
+            payload, failures = self._compose(notification)
+            context = notification.event.log_context()
         for failure in failures:
             self._metrics.template_failures.labels(self.name).inc()
             _log.warning(
                 "template failed; sent the default message",
                 handler=self.name,
                 error=failure,
-                **notification.event.log_context(),
+                **context,
             )
         body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
         await http.deliver(
@@ -212,11 +220,14 @@ class SlackHandler:
                 failures.append(f"payload_template: {error}")
         if payload is None:
             payload = self._message(notification, context, failures)
+        self._add_identity(payload)
+        return payload, failures
+
+    def _add_identity(self, payload: dict[str, Any]) -> None:
         for key in ("username", "icon_emoji", "channel"):
             value = getattr(self._config, key)
             if value is not None:
                 payload.setdefault(key, value)
-        return payload, failures
 
     def _message(
         self, notification: Notification, context: dict[str, Any], failures: list[str]
@@ -229,6 +240,57 @@ class SlackHandler:
             else:
                 return {"text": cut(text, _TEXT_MAX), "blocks": [_section(text)]}
         return {"text": default_text(notification), "blocks": default_blocks(notification)}
+
+    # --- expectation notices ---
+
+    def _compose_notice(self, notice: ExpectationNotice) -> tuple[dict[str, Any], list[str]]:
+        """The handler's templates when they read `expectation`, else `notice_payload`."""
+        failures: list[str] = []
+        context = notice_context(notice)
+        payload: dict[str, Any] | None = None
+        config = self._config
+        if config.payload_template is not None and mentions(config.payload_template, "expectation"):
+            try:
+                payload = _parse_payload(render(config.payload_template, context))
+            except TemplateError as error:
+                failures.append(f"payload_template: {error}")
+        if (
+            payload is None
+            and config.template is not None
+            and mentions(config.template, "expectation")
+        ):
+            try:
+                text = _render_text(config.template, context)
+            except TemplateError as error:
+                failures.append(f"template: {error}")
+            else:
+                payload = {"text": cut(text, _TEXT_MAX), "blocks": [_section(text)]}
+        if payload is None:
+            payload = notice_payload(notice)
+        self._add_identity(payload)
+        return payload, failures
+
+
+def notice_payload(notice: ExpectationNotice) -> dict[str, Any]:
+    """`⏰ nightly-golden-ami: no matching AMI event for 26h (expected every 24h)`, and details."""
+    text = cut(escape(notice_sentence(notice)), _TEXT_MAX)
+    last = rfc3339(notice.last_seen)
+    due = rfc3339(notice.due) or ""
+    details = [
+        f"Last match: {_slack_time(last, notice.last_seen) if last else 'never'}",
+        f"Due: {_slack_time(due, notice.due)}",
+        f"expectation {escape(notice.expectation)}",
+    ]
+    return {
+        "text": text,
+        "blocks": [
+            _section(text),
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": cut(" · ".join(details), _SECTION_MAX)}],
+            },
+        ],
+    }
 
 
 def _render_text(source: str, context: dict[str, Any]) -> str:

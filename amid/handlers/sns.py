@@ -22,9 +22,16 @@ from botocore.exceptions import (
 
 from amid.aws import AwsClients
 from amid.config import Config, SnsHandlerConfig
-from amid.handlers.base import HandlerError, Notification, Sendable, single_event
+from amid.handlers.base import (
+    ExpectationNotice,
+    HandlerError,
+    Notification,
+    Sendable,
+    single_event,
+)
+from amid.handlers.notice import notice_context, notice_document
 from amid.metrics import Metrics
-from amid.templates import TemplateError, render, template_context
+from amid.templates import TemplateError, mentions, render, template_context
 
 if TYPE_CHECKING:
     from amid.handlers import HandlerResources
@@ -141,6 +148,8 @@ class SnsHandler:
 
     def render(self, message: Sendable) -> dict[str, Any]:
         """The Publish request's parameters."""
+        if isinstance(message, ExpectationNotice):
+            return self._compose_notice(message)[0]
         notification = single_event(self.name, message)
         request, _ = self._compose(notification)
         return request
@@ -149,15 +158,20 @@ class SnsHandler:
         return None
 
     async def send(self, message: Sendable) -> None:
-        notification = single_event(self.name, message)
-        request, failures = self._compose(notification)
+        if isinstance(message, ExpectationNotice):
+            request, failures = self._compose_notice(message)
+            context = {"expectation": message.expectation}
+        else:
+            notification = single_event(self.name, message)
+            request, failures = self._compose(notification)
+            context = notification.event.log_context()
         for failure in failures:
             self._metrics.template_failures.labels(self.name).inc()
             _log.warning(
                 "template failed; published the default instead",
                 handler=self.name,
                 error=failure,
-                **notification.event.log_context(),
+                **context,
             )
         client = await self._aws.client(
             "sns", region=self._config.region, endpoint_url=self._config.endpoint_url
@@ -201,6 +215,41 @@ class SnsHandler:
             request["MessageGroupId"] = event.image_id
             request["MessageDeduplicationId"] = deduplication_id(event.id)
         return request, failures
+
+    # --- expectation notices ---
+
+    def _compose_notice(self, notice: ExpectationNotice) -> tuple[dict[str, Any], list[str]]:
+        """`notice_request`, with the handler's templates where they read `expectation`."""
+        request = notice_request(self._config.topic_arn, notice)
+        failures: list[str] = []
+        context = notice_context(notice)
+        for key, source, clean in (
+            ("Message", self._config.template, str),
+            ("Subject", self._config.subject, subject_line),
+        ):
+            if source is not None and mentions(source, "expectation"):
+                try:
+                    request[key] = _render_nonblank(source, context, clean)
+                except TemplateError as error:
+                    failures.append(f"{key.lower()}: {error}")
+        return request, failures
+
+
+def notice_request(topic_arn: str, notice: ExpectationNotice) -> dict[str, Any]:
+    """Publish of an expectation notice: the JSON document, filterable by its attributes."""
+    request: dict[str, Any] = {
+        "TopicArn": topic_arn,
+        "Message": json.dumps(notice_document(notice), ensure_ascii=False, separators=(",", ":")),
+        "Subject": subject_line(f"AMI expectation {notice.expectation} {notice.status}"),
+        "MessageAttributes": {
+            "expectation": {"DataType": "String", "StringValue": notice.expectation},
+            "status": {"DataType": "String", "StringValue": notice.status},
+        },
+    }
+    if topic_arn.endswith(".fifo"):
+        request["MessageGroupId"] = notice.expectation
+        request["MessageDeduplicationId"] = deduplication_id(notice.id or notice.expectation)
+    return request
 
 
 def _render_nonblank(

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from amid.config import Config, HandlerConfig
 from amid.events import AmiStateChange, IgnoredEvent
+from amid.expectations import Expectations
 from amid.handlers.base import Handler, Notification
 from amid.logs import get_logger
 from amid.metrics import Metrics
@@ -30,6 +31,12 @@ class Enricher(Protocol):
     async def describe(self, image_id: str, region: str) -> Mapping[str, Any]: ...
 
 
+class Watcher(Protocol):
+    """Beside the road: hears of each claimed, first-time event (amid/expectations/watch.py)."""
+
+    async def saw(self, event: AmiStateChange, runtime: Runtime, received_at: float) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Runtime:
     """What a SIGHUP replaces as a whole: the config, its router and its handlers."""
@@ -37,6 +44,7 @@ class Runtime:
     config: Config
     router: Router
     handlers: Mapping[str, Handler]
+    expectations: Expectations = field(default_factory=Expectations)
 
     @property
     def handler_configs(self) -> Mapping[str, HandlerConfig]:
@@ -105,9 +113,11 @@ class Pipeline:
         owner: str,
         lease: float,
         enricher: Enricher | None = None,
+        watcher: Watcher | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._ledger = ledger
+        self._watcher = watcher
         self._metrics = metrics
         self._owner = owner
         self._lease = lease
@@ -198,6 +208,12 @@ class Pipeline:
         if claim.done:
             log.info("duplicate event; no handler called", handlers=list(matched))
             return Outcome("duplicate", delete=True, event=event)
+        try:
+            await self._tell_watcher(event, runtime)
+        except LedgerUnavailable as error:
+            with contextlib.suppress(LedgerUnavailable):
+                await self._ledger.release(event.id, self._owner)
+            return self._ledger_down(log, "expectation", error, event, retry_delay)
         if not pending:
             with contextlib.suppress(LedgerUnavailable):
                 await self._ledger.complete(event.id, self._owner)
@@ -283,6 +299,11 @@ class Pipeline:
             )
             return DeliveryResult(result.handler, False, result.attempts, "ledger_unavailable")
         return result
+
+    async def _tell_watcher(self, event: AmiStateChange, runtime: Runtime) -> None:
+        """Expectations this event satisfies start their clocks anew (in the store)."""
+        if self._watcher is not None:
+            await self._watcher.saw(event, runtime, self._clock())
 
     async def _enrich(self, event: AmiStateChange) -> Mapping[str, Any]:
         assert self._enricher is not None  # noqa: S101 - checked by the caller

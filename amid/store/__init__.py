@@ -4,11 +4,28 @@ from __future__ import annotations
 
 from amid.aws import AwsClients
 from amid.config import DedupeConfig
-from amid.store.base import Claim, LeaseLost, Ledger, LedgerUnavailable, Store
+from amid.store.base import (
+    Claim,
+    ExpectationState,
+    ExpectationStore,
+    LeaseLost,
+    Ledger,
+    LedgerUnavailable,
+    Store,
+)
 from amid.store.memory import MemoryLedger
 from amid.store.sqlite import SqliteLedger
 
-__all__ = ["Claim", "LeaseLost", "Ledger", "LedgerUnavailable", "Store", "open_store"]
+__all__ = [
+    "Claim",
+    "ExpectationState",
+    "ExpectationStore",
+    "LeaseLost",
+    "Ledger",
+    "LedgerUnavailable",
+    "Store",
+    "open_store",
+]
 
 
 async def open_store(config: DedupeConfig, aws: AwsClients, region: str | None) -> Store:
