@@ -46,7 +46,8 @@ _BACKOFF_MAX = 300.0
 
 def notice_id(name: str, episode: float, status: str) -> str:
     """The ledger's id for one notice of one episode, the same on every replica."""
-    return f"expectation#{name}#{_moment(episode).isoformat(timespec='milliseconds')}#{status}"
+    moment = _moment(episode).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return f"expectation#{name}#{moment}#{status}"
 
 
 def _moment(epoch: float) -> datetime:
