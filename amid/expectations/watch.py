@@ -163,7 +163,6 @@ class Watcher:
                 expectation=name,
                 episode=_moment(step.episode).isoformat(),
             )
-        self._show(expectation, state)
         delivered = True
         for owed in expectation.owed(state):
             handlers = [h for h in owed.handlers if h in runtime.handlers]
@@ -171,6 +170,7 @@ class Watcher:
                 delivered = await self._notify(expectation, state, owed, handlers, runtime) and (
                     delivered
                 )
+        self._show(expectation, state)  # after the sends: a scrape that sees it saw them done
         now = self._clock()
         if not delivered:
             return now + backoff(self._failed(name))
