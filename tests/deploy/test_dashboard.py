@@ -43,6 +43,9 @@ ON_DASHBOARD = {
     "amid_config_last_reload_successful",
     "amid_ledger_errors_total",
     "amid_ready",
+    "amid_expectation_overdue",
+    "amid_expectation_last_seen_timestamp_seconds",
+    "amid_expectation_notifications_total",
     "up",
 }
 
@@ -130,6 +133,7 @@ class TestAlerts:
             "AmidHandlerFailing",
             "AmidDeadLetterQueueNotEmpty",
             "AmidEventLagHigh",
+            "AmidExpectationOverdue",
         }
 
 
