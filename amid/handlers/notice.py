@@ -22,12 +22,15 @@ def rfc3339(moment: datetime | None) -> str | None:
 
 
 def human_duration(seconds: float) -> str:
-    """24h, 26h, 90m, 3d: one unit, rounded down; hours up to two days."""
-    seconds = max(seconds, 0.0)
-    for unit, size, below in (("s", 1, 120), ("m", 60, 120 * 60), ("h", 3600, 48 * 3600)):
-        if seconds < below:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds // 86400)}d"
+    """3s, 90m, 1h, 24h, 26h, 7d: one unit, rounded down; hours up to two days."""
+    whole = int(max(seconds, 0.0))
+    if whole < 120:
+        return f"{whole}s"
+    if whole < 7200 and whole % 3600:
+        return f"{whole // 60}m"
+    if whole < 2 * 86400 or whole % 86400:
+        return f"{whole // 3600}h"
+    return f"{whole // 86400}d"
 
 
 def notice_document(notice: ExpectationNotice) -> dict[str, Any]:

@@ -412,12 +412,21 @@ class DynamoLedger:
 
     async def _read_expectation(self, name: str) -> tuple[ExpectationState | None, float]:
         """The state and its version (0 when there is no item)."""
+        # A Query of the one-item partition: the same read (and IAM action) as the ledger's.
         response = await self._call(
-            "get_item", TableName=self._table, Key=self._expectation_key(name), ConsistentRead=True
+            "query",
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND sk = :sk",
+            ExpressionAttributeValues={
+                ":pk": {"S": EXPECTATION_PREFIX + name},
+                ":sk": {"S": EXPECTATION_SK},
+            },
+            ConsistentRead=True,
         )
-        item = response.get("Item")
-        if item is None:
+        items = response.get("Items") or []
+        if not items:
             return None, 0.0
+        item = items[0]
         return _expectation_from_item(name, item), _number(item, "version")
 
     async def expectation(self, name: str) -> ExpectationState | None:

@@ -259,3 +259,20 @@ def _port() -> int:
     from tests.moto_server import free_port
 
     return free_port()
+
+
+def test_the_demo_shows_an_expectation_going_overdue_and_recovering() -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "amid", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    overdue = [line for line in lines if line.startswith("[console] ⏰ demo-nightly: ")]
+    recovered = [line for line in lines if line.startswith("[console] ✅ demo-nightly: ")]
+    assert len(overdue) == 1 and len(recovered) == 1
+    assert lines.index(overdue[0]) < lines.index(recovered[0])
+    assert "  expectation   demo-nightly: overdue told 1x, recovered told 1x" in lines
