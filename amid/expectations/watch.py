@@ -141,6 +141,10 @@ class Watcher:
                 failures=failures,
             )
             return self._clock() + backoff(failures)
+        except Exception:  # noqa: BLE001 - a bug in one expectation must not stop the watch
+            failures = self._failed(expectation.name)
+            self._log.exception("expectation check failed", expectation=expectation.name)
+            return self._clock() + backoff(failures)
 
     async def _check(self, expectation: Expectation, runtime: Runtime) -> float:
         name = expectation.name
