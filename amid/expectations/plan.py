@@ -80,11 +80,15 @@ class Expectation:
         return due_at(self.clock, self.grace, state)
 
     def transition(self, state: ExpectationState, now: float) -> Transition | None:
-        """Open an episode when due with none open; end the open one when no longer due."""
-        overdue = now >= self.due(state)
-        if overdue and state.episode is None:
-            return Open(self.due(state))
-        if not overdue and state.episode is not None:
+        """Open an episode when due with none open; end the open one when no longer due.
+
+        Only a due time moved past the episode (a later event, a longer period) ends it:
+        a replica whose clock lags the one that opened it must not end it again.
+        """
+        due = self.due(state)
+        if state.episode is None:
+            return Open(due) if now >= due else None
+        if due > state.episode and now < due:
             return Close(state.episode)
         return None
 

@@ -163,6 +163,11 @@ class TestEpisodes:
         told = state.marked(START + DAY, "overdue", "slack")
         assert list(rule.owed(told)) == [Owed("overdue", START + DAY, ("pager",))]
 
+    def test_a_replica_whose_clock_lags_the_due_moment_does_not_end_the_episode(self) -> None:
+        rule = expectation(every="2s", grace="1s")
+        state = ExpectationState("nightly", started=START).opened(START + 3.0)
+        assert rule.transition(state, START + 2.8) is None
+
     def test_an_episode_that_stays_overdue_is_not_opened_again(self) -> None:
         rule = expectation()
         state = ExpectationState("nightly", started=START).opened(START + DAY)
