@@ -94,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo = commands.add_parser("demo", help="the whole pipeline locally, no AWS account needed")
     demo.add_argument("--forever", action="store_true", help="keep the demo running")
+    with_config(
+        commands.add_parser(
+            "expectations", help="each expectation's last match, next due time and status"
+        )
+    )
     dedupe = commands.add_parser("dedupe", help="dedupe store helpers")
     dedupe_commands = dedupe.add_subparsers(dest="dedupe_command", required=True)
     with_config(dedupe_commands.add_parser("create-table", help="create the DynamoDB table"))
@@ -154,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.command == "doctor":
         return asyncio.run(_doctor(config, args))
+    if args.command == "expectations":
+        return _expectations(config)
     if args.command == "dedupe":
         return asyncio.run(_create_table(config))
     if args.command == "images":
@@ -228,6 +235,58 @@ def _check_config(config: Config, path: Path, explain: Path | None, image: Path 
                 f"sent {digest.wait:g}s after a group's first event, or at {digest.max_events} "
                 "events"
             )
+    _summarise_expectations(config)
+    return EXIT_OK
+
+
+def _summarise_expectations(config: Config) -> None:
+    from amid.expectations import Expectation
+    from amid.handlers.notice import human_duration
+
+    if config.expectations:
+        print(f"  expectations ({len(config.expectations)}):")
+    for item in config.expectations:
+        match = json.dumps(item.match) if item.match else "every AMI event"
+        recovery = "recovered too" if item.recovery else "no recovered notice"
+        print(
+            f"    - {item.name}: {Expectation.from_config(item).expected}, "
+            f"grace {human_duration(item.grace)}; {match}; "
+            f"notify {', '.join(item.notify)}, {recovery}"
+        )
+
+
+def _expectations(config: Config) -> int:
+    if config.dedupe.backend == "memory":
+        print(
+            "dedupe.backend is memory: expectation state lives only inside the running amid, "
+            "so there is nothing to read (use sqlite or dynamodb)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if not config.expectations:
+        print("no expectations in the config")
+        return EXIT_OK
+    return asyncio.run(_print_expectations(config))
+
+
+async def _print_expectations(config: Config) -> int:
+    import time
+
+    from amid.aws import AwsClients
+    from amid.store import LedgerUnavailable, open_store
+    from amid.tools.expectations import rows, table
+
+    try:
+        async with AwsClients() as aws:
+            store = await open_store(config.dedupe, aws, config.queue.resolved_region)
+            try:
+                found = await rows(config, store, time.time())
+            finally:
+                await store.aclose()
+    except LedgerUnavailable as error:
+        print(f"dedupe: cannot read the {config.dedupe.backend} store: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print(table(found))
     return EXIT_OK
 
 

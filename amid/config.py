@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+from cronsim import CronSim, CronSimError
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -23,6 +26,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -407,6 +411,61 @@ HandlerConfig = Annotated[
 ]
 
 
+# --- expectations ----------------------------------------------------------
+
+
+class ExpectationConfig(_Model):
+    """An AMI event that must come (SPEC 3c): every `every`, or between two `schedule` times."""
+
+    name: str = Field(pattern=_HANDLER_NAME)
+    match: Annotated[dict[str, Any] | None, BeforeValidator(_compile_pattern)] = None
+    every: Duration | None = Field(default=None, ge=1)
+    schedule: str | None = None
+    timezone: str | None = None  # with schedule only; UTC when unset
+    grace: Duration = Field(default=0.0, ge=0)
+    notify: list[str] = Field(min_length=1)
+    recovery: bool = True
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if len(value.split()) != 5:
+            raise ValueError(
+                f"{value!r} is not a five-field cron expression (minute hour day month weekday)"
+            )
+        try:
+            CronSim(value, datetime(2000, 1, 1, tzinfo=UTC))
+        except CronSimError as error:
+            raise ValueError(f"{value!r} is not a cron expression: {error}") from None
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(
+                    f"{value!r} is not an IANA time zone (e.g. UTC, Europe/Berlin)"
+                ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_clock(self) -> ExpectationConfig:
+        if (self.every is None) == (self.schedule is None):
+            raise ValueError("set exactly one of every and schedule")
+        if self.timezone is not None and self.schedule is None:
+            raise ValueError("timezone applies to schedule only; every counts from the last event")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone or "UTC")
+
+
 class Config(_Model):
     queue: QueueConfig
     shutdown_timeout: Duration = Field(default=20.0, ge=0)
@@ -416,6 +475,7 @@ class Config(_Model):
     logging: LoggingConfig = LoggingConfig()
     defaults: DefaultsConfig = DefaultsConfig()
     handlers: list[HandlerConfig] = Field(min_length=1)
+    expectations: list[ExpectationConfig] = []
 
     @field_validator("handlers")
     @classmethod
@@ -428,6 +488,29 @@ class Config(_Model):
                 )
             seen.add(handler.name)
         return handlers
+
+    @field_validator("expectations")
+    @classmethod
+    def _expectations_refer(
+        cls, expectations: list[ExpectationConfig], info: ValidationInfo
+    ) -> list[ExpectationConfig]:
+        handlers = {h.name for h in info.data.get("handlers") or ()}
+        seen: set[str] = set()
+        for index, expectation in enumerate(expectations):
+            if expectation.name in seen:
+                raise ValueError(
+                    f"expectations[{index}].name: {expectation.name!r} is used twice; "
+                    "names must be unique"
+                )
+            seen.add(expectation.name)
+            unknown = [name for name in expectation.notify if name not in handlers]
+            # Without a valid handlers list, its own errors say what is wrong.
+            if unknown and "handlers" in info.data:
+                raise ValueError(
+                    f"expectations[{index}].notify: no handler named "
+                    + ", ".join(repr(name) for name in unknown)
+                )
+        return expectations
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
@@ -599,7 +682,9 @@ def _format_errors(error: ValidationError, document: Any) -> list[str]:
             message = "unknown handler type; use one of shell, slack, sns, webhook, console"
         elif item["type"] == "union_tag_not_found":
             message = "missing key 'type' (shell, slack, sns, webhook or console)"
-        if path == "<root>" and _PATHED.match(message):
+        if (path == "<root>" and _PATHED.match(message)) or (
+            message.startswith((f"{path}[", f"{path}.")) and ": " in message
+        ):
             problems.append(message)  # a cross-check that names its own path
             continue
         problems.append(f"{path}: {message}")

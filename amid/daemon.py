@@ -21,6 +21,8 @@ import aiohttp
 
 from amid.aws import AwsClients
 from amid.config import Config, ConfigError, load_config
+from amid.expectations import Expectations
+from amid.expectations.watch import Watcher
 from amid.handlers import HandlerResources, build_handler
 from amid.health import Health, HealthServer
 from amid.logs import configure_logging, get_logger
@@ -157,6 +159,7 @@ class Daemon:
         self.started = asyncio.Event()
         self._ready_sent = False
         self._batcher: Batcher | None = None
+        self._watcher: Watcher | None = None
 
     def request_reload(self) -> None:
         """What SIGHUP does: reload the config file at the next chance."""
@@ -181,6 +184,9 @@ class Daemon:
                 HealthServer(self.health, self.metrics, config.metrics.host, config.metrics.port)
             )
             self.metrics_port = server.port
+            self._watcher = Watcher(
+                ledger, self.metrics, owner=self.owner, lease=config.queue.visibility_timeout
+            )
             pipeline = Pipeline(
                 ledger=ledger,
                 metrics=self.metrics,
@@ -188,6 +194,7 @@ class Daemon:
                 lease=config.queue.visibility_timeout,
                 enricher=self._enricher(config, aws, ledger, stack),
                 budget=config.queue.max_in_flight,
+                watcher=self._watcher,
             )
             self._batcher = pipeline.batcher
             await self._serve(config, source, ledger, pipeline, runtimes, resources)
@@ -216,7 +223,12 @@ class Daemon:
         for handler in config.handlers:
             if handler.digest is not None:
                 self.metrics.prime_digest_handler(handler.name)
-        return Runtime(config=config, router=Router(config.handlers), handlers=handlers)
+        return Runtime(
+            config=config,
+            router=Router(config.handlers),
+            handlers=handlers,
+            expectations=Expectations(config.expectations),
+        )
 
     async def _serve(
         self,
@@ -241,6 +253,9 @@ class Daemon:
             asyncio.create_task(self._watch_queue(source), name="amid-queue-depth"),
             asyncio.create_task(self._watchdog(), name="amid-watchdog"),
         ]
+        if self._watcher is not None:
+            watch = self._watcher.run(runtimes.use)
+            background.append(asyncio.create_task(watch, name="amid-expectations"))
         serving = _Serving(source, pipeline, runtimes, heartbeat, capacity)
         pollers = [
             asyncio.create_task(self._poll(serving), name=f"amid-poller-{i}")
@@ -255,6 +270,7 @@ class Daemon:
             max_in_flight=queue.max_in_flight,
             dedupe=config.dedupe.backend,
             handlers=[h.name for h in config.handlers],
+            expectations=[e.name for e in config.expectations],
             metrics_port=self.metrics_port,
         )
         self.started.set()
@@ -408,10 +424,16 @@ class Daemon:
         if self._batcher is not None and removed:
             # Digests of kept handlers finish as they were gathered; a removed one's go back.
             self._batcher.hand_back(removed)
+        if self._watcher is not None:
+            self._watcher.changed()
         self.config = _keep_restart_sections(new, self.config)
         self.metrics.config_reloads.labels("success").inc()
         self.metrics.config_last_reload_successful.set(1)
-        self._log.info("config reloaded", handlers=[h.name for h in new.handlers])
+        self._log.info(
+            "config reloaded",
+            handlers=[h.name for h in new.handlers],
+            expectations=[e.name for e in new.expectations],
+        )
         return True
 
     async def _watch_queue(self, source: SqsSource) -> None:

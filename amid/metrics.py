@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from amid import __version__
@@ -150,6 +153,26 @@ class Metrics:
             ["handler"],
             registry=r,
         )
+        # --- expectations (SPEC 3c) ---
+        self.expectation_last_seen = Gauge(
+            "amid_expectation_last_seen_timestamp_seconds",
+            "When the last event matching the expectation occurred (epoch seconds).",
+            ["expectation"],
+            registry=r,
+        )
+        self.expectation_overdue = Gauge(
+            "amid_expectation_overdue",
+            "1 while the expectation is overdue (an episode is open), else 0.",
+            ["expectation"],
+            registry=r,
+        )
+        self.expectation_notifications = Counter(
+            "amid_expectation_notifications_total",
+            "Expectation notices delivered, per handler and status (overdue, recovered).",
+            ["expectation", "handler", "status"],
+            registry=r,
+        )
+        self._expectation_handlers: dict[str, set[str]] = {}
         self._prime()
 
     def prime_digest_handler(self, name: str) -> None:
@@ -177,3 +200,22 @@ class Metrics:
         for outcome in ("success", "error", "timeout"):
             self.handler_attempts.labels(name, outcome)
         self.handler_duration.labels(name)
+
+    def prime_expectation(self, name: str, handlers: Iterable[str]) -> None:
+        self.expectation_overdue.labels(name)
+        known = self._expectation_handlers.setdefault(name, set())
+        for handler in handlers:
+            known.add(handler)
+            for status in ("overdue", "recovered"):
+                self.expectation_notifications.labels(name, handler, status)
+
+    def forget_expectation(self, name: str) -> None:
+        """Drop a removed expectation's series, so alerts stop firing for it."""
+        with contextlib.suppress(KeyError):
+            self.expectation_overdue.remove(name)
+        with contextlib.suppress(KeyError):
+            self.expectation_last_seen.remove(name)
+        for handler in self._expectation_handlers.pop(name, set()):
+            for status in ("overdue", "recovered"):
+                with contextlib.suppress(KeyError):
+                    self.expectation_notifications.remove(name, handler, status)

@@ -6,7 +6,7 @@ import json
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import TemplateSyntaxError, Undefined
+from jinja2 import TemplateSyntaxError, Undefined, meta
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -44,6 +44,15 @@ def compile_template(source: str) -> Any:
         raise TemplateError(
             f"template does not compile: {error.message} (line {error.lineno})"
         ) from None
+
+
+@lru_cache(maxsize=512)
+def mentions(source: str, name: str) -> bool:
+    """Whether the template reads the variable `name` (e.g. `expectation`, for a notice)."""
+    try:
+        return name in meta.find_undeclared_variables(_ENVIRONMENT.parse(source))
+    except TemplateSyntaxError:
+        return False
 
 
 def template_context(event: AmiStateChange, image: dict[str, Any] | None = None) -> dict[str, Any]:

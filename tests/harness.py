@@ -453,9 +453,10 @@ class AmidConfig:
     timeout: float = 10.0
     shutdown_timeout: float = 5.0
     log_level: str = "info"
+    expectations: Sequence[Mapping[str, Any]] = ()  # `expectations:` items, as YAML mappings
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        document = {
             "queue": {
                 "url": self.queue_url,
                 "region": REGION,
@@ -480,6 +481,9 @@ class AmidConfig:
             },
             "handlers": [h.to_dict(self.receiver, self.source) for h in self.handlers],
         }
+        if self.expectations:
+            document["expectations"] = [dict(e) for e in self.expectations]
+        return document
 
     def write(self, path: Path) -> Path:
         path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")

@@ -91,10 +91,17 @@ class ExpectationNotice:
     expectation: str
     status: Literal["overdue", "recovered"]
     last_seen: datetime | None  # the last matching event; None when none came yet
-    due: datetime  # when it became overdue
-    expected: str  # how often, for people: "every 24h", "0 6 * * * (Europe/Berlin)"
+    due: datetime  # when it became overdue (the episode's name)
+    expected: str  # how often, for people: "every 24h", "schedule 0 6 * * * in Europe/Berlin"
     details: Mapping[str, Any] = field(default_factory=dict)
     attempt: int = 1
+    id: str = ""  # one per expectation, episode and status: receivers may drop repeats by it
+    since: datetime | None = None  # what the clock counts from: last_seen, else amid's first run
+    checked: datetime | None = None  # when amid composed the notice (default: due)
+
+    @property
+    def at(self) -> datetime:
+        return self.checked or self.due
 
 
 # Everything `deliver` can hand to a handler.

@@ -7,9 +7,10 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from amid.config import Config, ConsoleHandlerConfig
-from amid.handlers.base import Digest, Notification, Sendable, single_event
+from amid.handlers.base import Digest, ExpectationNotice, Notification, Sendable, single_event
+from amid.handlers.notice import notice_context, notice_sentence, rfc3339
 from amid.metrics import Metrics
-from amid.templates import TemplateError, digest_context, render, template_context
+from amid.templates import TemplateError, digest_context, mentions, render, template_context
 
 _MARK = {"available": "✅", "failed": "❌", "deregistered": "🗑️", "disabled": "⏸️"}
 
@@ -30,6 +31,12 @@ def digest_lines(digest: Digest) -> str:
     return "\n".join(lines)
 
 
+def notice_line(notice: ExpectationNotice) -> str:
+    """An expectation's notice: the sentence, then when the last match came and when it was due."""
+    last = rfc3339(notice.last_seen) or "never"
+    return f"{notice_sentence(notice)}; last match {last}, due {rfc3339(notice.due)}"
+
+
 class ConsoleHandler:
     def __init__(
         self, config: ConsoleHandlerConfig, metrics: Metrics, stream: TextIO | None = None
@@ -48,6 +55,8 @@ class ConsoleHandler:
     def render(self, message: Sendable) -> str:
         if isinstance(message, Digest):
             return self._templated(digest_context(message), lambda: digest_lines(message))
+        if isinstance(message, ExpectationNotice):
+            return self._render_notice(message)
         notification = single_event(self.name, message)
         context = template_context(notification.event, dict(notification.image))
         return self._templated(context, lambda: default_line(notification))
@@ -71,3 +80,11 @@ class ConsoleHandler:
 
     async def aclose(self) -> None:
         return None
+
+    # --- expectation notices ---
+
+    def _render_notice(self, notice: ExpectationNotice) -> str:
+        """The handler's template when it reads `expectation`, else the default line."""
+        if self._template is None or not mentions(self._template, "expectation"):
+            return notice_line(notice)
+        return self._templated(notice_context(notice), lambda: notice_line(notice))

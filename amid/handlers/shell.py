@@ -16,7 +16,15 @@ import signal
 from typing import Any
 
 from amid.config import Config, ShellHandlerConfig
-from amid.handlers.base import Digest, HandlerError, Notification, Sendable, single_event
+from amid.handlers.base import (
+    Digest,
+    ExpectationNotice,
+    HandlerError,
+    Notification,
+    Sendable,
+    single_event,
+)
+from amid.handlers.notice import notice_context, notice_document
 from amid.logs import get_logger
 from amid.metrics import Metrics
 from amid.templates import TemplateError, digest_context, render, template_context
@@ -82,6 +90,10 @@ class ShellHandler:
             env = self._base_environment()
             env.update({"AMID_DIGEST_COUNT": str(message.count), "AMID_HANDLER": self.name})
             return self._argv(digest_context(message)), env, message.document()
+        if isinstance(message, ExpectationNotice):
+            env = self._base_environment()
+            env.update(notice_environment(message, self.name))
+            return self._argv(notice_context(message)), env, notice_document(message)
         notification = single_event(self.name, message)
         context = template_context(notification.event, dict(notification.image))
         return self._argv(context), self._environment(notification), notification.event.raw
@@ -175,3 +187,15 @@ async def _read_capped(process: asyncio.subprocess.Process, output: bytearray) -
 def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def notice_environment(notice: ExpectationNotice, handler: str) -> dict[str, str]:
+    """What a hook learns of a notice from its environment (the rest is on stdin)."""
+    document = notice_document(notice)
+    return {
+        "AMID_EXPECTATION": notice.expectation,
+        "AMID_EXPECTATION_STATUS": notice.status,
+        "AMID_EXPECTATION_DUE": document["due"] or "",
+        "AMID_EXPECTATION_LAST_SEEN": document["last_seen"] or "",
+        "AMID_HANDLER": handler,
+    }

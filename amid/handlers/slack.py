@@ -20,9 +20,10 @@ from pydantic import SecretStr
 
 from amid.config import Config, SlackHandlerConfig
 from amid.handlers import http, ratelimit
-from amid.handlers.base import Digest, Notification, Sendable, single_event
+from amid.handlers.base import Digest, ExpectationNotice, Notification, Sendable, single_event
+from amid.handlers.notice import notice_context, notice_sentence, rfc3339
 from amid.metrics import Metrics
-from amid.templates import TemplateError, digest_context, render, template_context
+from amid.templates import TemplateError, digest_context, mentions, render, template_context
 
 if TYPE_CHECKING:
     from amid.handlers import HandlerResources
@@ -234,6 +235,8 @@ class SlackHandler:
     def render(self, message: Sendable) -> dict[str, Any]:
         if isinstance(message, Digest):
             return self._compose_digest(message)[0]
+        if isinstance(message, ExpectationNotice):
+            return self._compose_notice(message)[0]
         notification = single_event(self.name, message)
         payload, _ = self._compose(notification)
         return payload
@@ -246,6 +249,9 @@ class SlackHandler:
         if isinstance(message, Digest):
             payload, failures = self._compose_digest(message)
             context: dict[str, Any] = {"digest_events": message.count}
+        elif isinstance(message, ExpectationNotice):
+            payload, failures = self._compose_notice(message)
+            context = {"expectation": message.expectation}
         else:
             notification = single_event(self.name, message)
             payload, failures = self._compose(notification)
@@ -324,6 +330,56 @@ class SlackHandler:
             else:
                 return {"text": cut(text, _TEXT_MAX), "blocks": [_section(text)]}
         return {"text": default_text(notification), "blocks": default_blocks(notification)}
+
+    # --- expectation notices ---
+
+    def _compose_notice(self, notice: ExpectationNotice) -> tuple[dict[str, Any], list[str]]:
+        """The handler's templates when they read `expectation`, else `notice_payload`."""
+        failures: list[str] = []
+        context = notice_context(notice)
+        payload: dict[str, Any] | None = None
+        config = self._config
+        if config.payload_template is not None and mentions(config.payload_template, "expectation"):
+            try:
+                payload = _parse_payload(render(config.payload_template, context))
+            except TemplateError as error:
+                failures.append(f"payload_template: {error}")
+        if (
+            payload is None
+            and config.template is not None
+            and mentions(config.template, "expectation")
+        ):
+            try:
+                text = _render_text(config.template, context)
+            except TemplateError as error:
+                failures.append(f"template: {error}")
+            else:
+                payload = {"text": cut(text, _TEXT_MAX), "blocks": [_section(text)]}
+        if payload is None:
+            payload = notice_payload(notice)
+        return self._addressed(payload), failures
+
+
+def notice_payload(notice: ExpectationNotice) -> dict[str, Any]:
+    """`⏰ nightly-golden-ami: no matching AMI event for 26h (expected every 24h)`, and details."""
+    text = cut(escape(notice_sentence(notice)), _TEXT_MAX)
+    last = rfc3339(notice.last_seen)
+    due = rfc3339(notice.due) or ""
+    details = [
+        f"Last match: {_slack_time(last, notice.last_seen) if last else 'never'}",
+        f"Due: {_slack_time(due, notice.due)}",
+        f"expectation {escape(notice.expectation)}",
+    ]
+    return {
+        "text": text,
+        "blocks": [
+            _section(text),
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": cut(" · ".join(details), _SECTION_MAX)}],
+            },
+        ],
+    }
 
 
 def _render_text(source: str, context: dict[str, Any]) -> str:

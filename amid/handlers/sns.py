@@ -22,9 +22,17 @@ from botocore.exceptions import (
 
 from amid.aws import AwsClients
 from amid.config import Config, SnsHandlerConfig
-from amid.handlers.base import Digest, HandlerError, Notification, Sendable, single_event
+from amid.handlers.base import (
+    Digest,
+    ExpectationNotice,
+    HandlerError,
+    Notification,
+    Sendable,
+    single_event,
+)
+from amid.handlers.notice import notice_context, notice_document
 from amid.metrics import Metrics
-from amid.templates import TemplateError, digest_context, render, template_context
+from amid.templates import TemplateError, digest_context, mentions, render, template_context
 
 if TYPE_CHECKING:
     from amid.handlers import HandlerResources
@@ -188,6 +196,8 @@ class SnsHandler:
         """The Publish request's parameters (a digest: each Publish's, in order)."""
         if isinstance(message, Digest):
             return self._compose_digest(message)[0]
+        if isinstance(message, ExpectationNotice):
+            return self._compose_notice(message)[0]
         notification = single_event(self.name, message)
         request, _ = self._compose(notification)
         return request
@@ -199,6 +209,9 @@ class SnsHandler:
         if isinstance(message, Digest):
             requests, failures = self._compose_digest(message)
             context: dict[str, Any] = {"digest_events": message.count}
+        elif isinstance(message, ExpectationNotice):
+            request, failures = self._compose_notice(message)
+            requests, context = [request], {"expectation": message.expectation}
         else:
             notification = single_event(self.name, message)
             request, failures = self._compose(notification)
@@ -292,6 +305,41 @@ class SnsHandler:
                 ).hexdigest()
             requests.append(request)
         return requests, failures
+
+    # --- expectation notices ---
+
+    def _compose_notice(self, notice: ExpectationNotice) -> tuple[dict[str, Any], list[str]]:
+        """`notice_request`, with the handler's templates where they read `expectation`."""
+        request = notice_request(self._config.topic_arn, notice)
+        failures: list[str] = []
+        context = notice_context(notice)
+        for key, source, clean in (
+            ("Message", self._config.template, str),
+            ("Subject", self._config.subject, subject_line),
+        ):
+            if source is not None and mentions(source, "expectation"):
+                try:
+                    request[key] = _render_nonblank(source, context, clean)
+                except TemplateError as error:
+                    failures.append(f"{key.lower()}: {error}")
+        return request, failures
+
+
+def notice_request(topic_arn: str, notice: ExpectationNotice) -> dict[str, Any]:
+    """Publish of an expectation notice: the JSON document, filterable by its attributes."""
+    request: dict[str, Any] = {
+        "TopicArn": topic_arn,
+        "Message": json.dumps(notice_document(notice), ensure_ascii=False, separators=(",", ":")),
+        "Subject": subject_line(f"AMI expectation {notice.expectation} {notice.status}"),
+        "MessageAttributes": {
+            "expectation": {"DataType": "String", "StringValue": notice.expectation},
+            "status": {"DataType": "String", "StringValue": notice.status},
+        },
+    }
+    if topic_arn.endswith(".fifo"):
+        request["MessageGroupId"] = notice.expectation
+        request["MessageDeduplicationId"] = deduplication_id(notice.id or notice.expectation)
+    return request
 
 
 def _render_nonblank(

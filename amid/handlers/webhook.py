@@ -15,9 +15,10 @@ from pydantic import SecretStr
 
 from amid.config import Config, WebhookHandlerConfig
 from amid.handlers import http
-from amid.handlers.base import Digest, Notification, Sendable, single_event
+from amid.handlers.base import Digest, ExpectationNotice, Notification, Sendable, single_event
+from amid.handlers.notice import notice_context, notice_document
 from amid.metrics import Metrics
-from amid.templates import TemplateError, digest_context, render, template_context
+from amid.templates import TemplateError, digest_context, mentions, render, template_context
 
 if TYPE_CHECKING:
     from amid.handlers import HandlerResources
@@ -77,6 +78,11 @@ class WebhookHandler:
                 DIGEST_COUNT_HEADER: str(message.count),
             }
             return body, public, failures
+        if isinstance(message, ExpectationNotice):
+            body, failures = self._notice_body(message)
+            # The notice's id lets the receiver drop a repeat, as an event's id does.
+            public = {"Content-Type": self._config.content_type, EVENT_ID_HEADER: message.id}
+            return body, public, failures
         notification = single_event(self.name, message)
         body, failures = self._body(notification)
         return body, self._public_headers(notification), failures
@@ -86,11 +92,13 @@ class WebhookHandler:
 
     async def send(self, message: Sendable) -> None:
         body, public, failures = self._request(message)
-        context = (
-            {"digest_events": message.count}
-            if isinstance(message, Digest)
-            else single_event(self.name, message).event.log_context()
-        )
+        context: dict[str, Any]
+        if isinstance(message, Digest):
+            context = {"digest_events": message.count}
+        elif isinstance(message, ExpectationNotice):
+            context = {"expectation": message.expectation}
+        else:
+            context = single_event(self.name, message).event.log_context()
         for failure in failures:
             self._metrics.template_failures.labels(self.name).inc()
             _log.warning(
@@ -139,6 +147,13 @@ class WebhookHandler:
         default = json.dumps(digest.document(), ensure_ascii=False, separators=(",", ":"))
         return self._templated(default, digest_context(digest))
 
+    def _notice_body(self, notice: ExpectationNotice) -> tuple[str, list[str]]:
+        """The `body` template when it reads `expectation`, else the notice JSON (SPEC 3c)."""
+        default = notice_body(notice)
+        if self._config.body is None or not mentions(self._config.body, "expectation"):
+            return default, []
+        return self._templated(default, notice_context(notice))
+
     def _templated(self, default: str, context: dict[str, Any]) -> tuple[str, list[str]]:
         if self._config.body is None:
             return default, []
@@ -151,3 +166,8 @@ class WebhookHandler:
         except ValueError:
             return default, ["body template did not render valid JSON for a JSON content type"]
         return body, []
+
+
+def notice_body(notice: ExpectationNotice) -> str:
+    """`{"expectation", "status", "last_seen", "due", ...}` as the default body."""
+    return json.dumps(notice_document(notice), ensure_ascii=False, separators=(",", ":"))

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from amid.config import Config, HandlerConfig
 from amid.events import AmiStateChange, IgnoredEvent
+from amid.expectations import Expectations
 from amid.handlers.base import Handler, Notification
 from amid.logs import get_logger
 from amid.metrics import Metrics
@@ -32,6 +33,12 @@ class Enricher(Protocol):
     async def lookup(self, image_id: str, region: str, account: str = "") -> ImageLookup: ...
 
 
+class Watcher(Protocol):
+    """Beside the road: hears of each claimed, first-time event (amid/expectations/watch.py)."""
+
+    async def saw(self, event: AmiStateChange, runtime: Runtime, received_at: float) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Runtime:
     """What a SIGHUP replaces as a whole: the config, its router and its handlers."""
@@ -39,6 +46,7 @@ class Runtime:
     config: Config
     router: Router
     handlers: Mapping[str, Handler]
+    expectations: Expectations = field(default_factory=Expectations)
 
     @property
     def handler_configs(self) -> Mapping[str, HandlerConfig]:
@@ -107,11 +115,13 @@ class Pipeline:
         owner: str,
         lease: float,
         enricher: Enricher | None = None,
+        watcher: Watcher | None = None,
         clock: Callable[[], float] = time.time,
         budget: int = 64,
     ) -> None:
         """`budget` is how many messages may be in flight (`queue.max_in_flight`)."""
         self._ledger = ledger
+        self._watcher = watcher
         self._metrics = metrics
         self._owner = owner
         self._lease = lease
@@ -202,6 +212,12 @@ class Pipeline:
         if claim.done:
             log.info("duplicate event; no handler called")
             return Outcome("duplicate", delete=True, event=event)
+        try:
+            await self._tell_watcher(event, runtime)
+        except LedgerUnavailable as error:
+            with contextlib.suppress(LedgerUnavailable):
+                await self._ledger.release(event.id, self._owner)
+            return self._ledger_down(log, "expectation", error, event, retry_delay)
         lookup = await self._look_up_image(event, runtime.router, claim)
         matched = runtime.router.route(event, lookup.image if lookup.known else None)
         pending = [name for name in matched if name not in claim.delivered]
@@ -347,6 +363,11 @@ class Pipeline:
             )
             return DeliveryResult(result.handler, False, result.attempts, "ledger_unavailable")
         return result
+
+    async def _tell_watcher(self, event: AmiStateChange, runtime: Runtime) -> None:
+        """Expectations this event satisfies start their clocks anew (in the store)."""
+        if self._watcher is not None:
+            await self._watcher.saw(event, runtime, self._clock())
 
     def _observe_lag(self, event: AmiStateChange) -> None:
         occurred = event.occurred_at

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from amid.aws import AwsClients
 from amid.config import DedupeConfig
-from amid.store.base import Claim, ImageMemory, LeaseLost, Ledger, LedgerUnavailable, Store
+from amid.store.base import (
+    Claim,
+    ExpectationState,
+    ExpectationStore,
+    ImageMemory,
+    LeaseLost,
+    Ledger,
+    LedgerUnavailable,
+    Store,
+)
 from amid.store.memory import MemoryLedger
 from amid.store.sqlite import SqliteLedger
 
 __all__ = [
     "Claim",
+    "ExpectationState",
+    "ExpectationStore",
     "ImageMemory",
     "LeaseLost",
     "Ledger",

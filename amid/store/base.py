@@ -2,6 +2,8 @@
 
 - `Ledger`: which handlers have succeeded for which event, and who holds it now.
 - `ImageMemory`: what was last learned of each image, so a deregistered one still has a name.
+- `ExpectationStore`: per expectation, when its clock started, the last matching
+  event, and the overdue episode: which handlers have been told.
 
 `Store` is all of them at once: every backend (memory, sqlite, dynamodb)
 implements every kind, so one `dedupe` section configures where amid keeps
@@ -11,8 +13,8 @@ everything, and replicas sharing a dynamodb table share all of it.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Protocol
 
 
 class LedgerUnavailable(Exception):
@@ -98,5 +100,95 @@ class ImageMemory(Protocol):
         ...
 
 
-class Store(Ledger, ImageMemory, Protocol):
+@dataclass(frozen=True, slots=True)
+class ExpectationState:
+    """What amid remembers of one expectation (SPEC 3c). Times are epoch seconds.
+
+    An episode is named by the moment it became due (`episode`); `told` are the
+    handlers told `overdue` in it. When it ends it moves to `ended`, where
+    `ended_told` are the handlers told `overdue` and `ended_recovered` those told
+    `recovered`.
+    """
+
+    name: str
+    started: float  # when amid first ran with it: the clock's start
+    last_seen: float | None = None  # the last matching event; only ever moves forward
+    episode: float | None = None  # the open overdue episode
+    told: frozenset[str] = frozenset()
+    ended: float | None = None  # the last episode that ended
+    ended_told: frozenset[str] = frozenset()
+    ended_recovered: frozenset[str] = frozenset()
+
+    # The writes, as pure steps every backend applies atomically (so all agree).
+
+    def seen(self, at: float) -> ExpectationState:
+        if self.last_seen is not None and self.last_seen >= at:
+            return self
+        return replace(self, last_seen=at)
+
+    def opened(self, episode: float) -> ExpectationState:
+        if self.episode is not None:
+            return self
+        return replace(self, episode=episode, told=frozenset())
+
+    def closed(self, episode: float) -> ExpectationState:
+        if self.episode != episode:
+            return self
+        return replace(
+            self,
+            episode=None,
+            told=frozenset(),
+            ended=episode,
+            ended_told=self.told,
+            ended_recovered=frozenset(),
+        )
+
+    def marked(self, episode: float, status: NoticeStatus, handler: str) -> ExpectationState:
+        if status == "overdue" and self.episode == episode:
+            return replace(self, told=self.told | {handler})
+        if status == "overdue" and self.ended == episode:
+            # Told while another replica ended the episode: it is owed a `recovered` too.
+            return replace(self, ended_told=self.ended_told | {handler})
+        if status == "recovered" and self.ended == episode:
+            return replace(self, ended_recovered=self.ended_recovered | {handler})
+        return self
+
+
+NoticeStatus = Literal["overdue", "recovered"]
+
+
+class ExpectationStore(Protocol):
+    """Expectation state, shared by replicas with a shared backend; items never expire.
+
+    Every write is atomic and safe to repeat or to race with another replica's.
+    """
+
+    async def expectation(self, name: str) -> ExpectationState | None:
+        """The state, or None when amid has never run with this expectation."""
+        ...
+
+    async def start_expectation(self, name: str, now: float) -> ExpectationState:
+        """The state, created with its clock started at `now` when new."""
+        ...
+
+    async def saw_expected(self, name: str, at: float, now: float) -> None:
+        """A matching event at `at`: `last_seen` becomes `at` when later (created when new)."""
+        ...
+
+    async def open_episode(self, name: str, episode: float) -> ExpectationState:
+        """Open the overdue episode `episode`, unless one is open already."""
+        ...
+
+    async def close_episode(self, name: str, episode: float) -> ExpectationState:
+        """End `episode` (it moves to `ended`); nothing happens unless it is the open one."""
+        ...
+
+    async def mark_told(
+        self, name: str, episode: float, status: NoticeStatus, handler: str
+    ) -> None:
+        """`handler` was told `status` in `episode` (open or ended); else nothing happens."""
+        ...
+
+
+class Store(Ledger, ImageMemory, ExpectationStore, Protocol):
     """Every kind of state amid keeps, in one backend."""

@@ -10,6 +10,10 @@ capacity; DynamoDB TTL on `expires_at`):
     <event id>  handler#<name>   owner (S, who recorded it), expires_at (N)
     image#<region>#<image id>
                 image            facts (S, the image object as JSON), expires_at (N)
+    expectation#<name>  state    started (N), last_seen (N), episode (N), told (SS),
+                                 ended (N), ended_told (SS), ended_recovered (SS),
+                                 version (N); no expires_at: an expectation's clock
+                                 and episode must outlive any TTL
 
 `expires_at` is epoch seconds on every item, so DynamoDB's TTL deletes old
 event ids. TTL deletion is lazy (often days late), so every read also ignores
@@ -31,6 +35,9 @@ returns an event and all its handler records.
 - `extend`, `complete` and `release` are conditional updates of the event item.
 - Image memory: `remember` is one PutItem, `remember_many` PutItems 25 at a time (the
   calls the ledger is granted already; no BatchWriteItem), `recall` a Query of its pk.
+- An expectation's state is read (strongly consistent), stepped, and put back on
+  condition that its `version` is still the one read; a replica that lost the race
+  reads again and steps again.
 
 Leases compare the replicas' own clocks (`clock`): keep them synchronised
 (chrony, the Amazon Time Sync Service) to well within the lease length.
@@ -61,7 +68,13 @@ from tenacity import (
 )
 
 from amid.logs import get_logger
-from amid.store.base import Claim, LeaseLost, LedgerUnavailable
+from amid.store.base import (
+    Claim,
+    ExpectationState,
+    LeaseLost,
+    LedgerUnavailable,
+    NoticeStatus,
+)
 
 EVENT_SK = "event"
 HANDLER_PREFIX = "handler#"
@@ -71,6 +84,9 @@ _IMAGE_WRITES = 25  # PutItems at once in remember_many
 TTL_ATTRIBUTE = "expires_at"
 DIGESTED = "digested"
 MAX_TRANSACTION_ITEMS = 100
+EXPECTATION_PREFIX = "expectation#"
+EXPECTATION_SK = "state"
+_EXPECTATION_RACES = 20  # optimistic tries before a write counts as the store being unavailable
 _CREATE_TIMEOUT = 300.0
 
 _THROTTLING = frozenset(
@@ -503,6 +519,116 @@ class DynamoLedger:
             await self._call("transact_write_items", TransactItems=updates)
         except _ConditionFailed as refused:
             raise LeaseLost(f"a digest's events are no longer all held by {owner}") from refused
+
+    # --- expectations ---
+
+    def _expectation_key(self, name: str) -> dict[str, Any]:
+        return {"pk": {"S": EXPECTATION_PREFIX + name}, "sk": {"S": EXPECTATION_SK}}
+
+    async def _read_expectation(self, name: str) -> tuple[ExpectationState | None, float]:
+        """The state and its version (0 when there is no item)."""
+        # A Query of the one-item partition: the same read (and IAM action) as the ledger's.
+        response = await self._call(
+            "query",
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND sk = :sk",
+            ExpressionAttributeValues={
+                ":pk": {"S": EXPECTATION_PREFIX + name},
+                ":sk": {"S": EXPECTATION_SK},
+            },
+            ConsistentRead=True,
+        )
+        items = response.get("Items") or []
+        if not items:
+            return None, 0.0
+        item = items[0]
+        return _expectation_from_item(name, item), _number(item, "version")
+
+    async def expectation(self, name: str) -> ExpectationState | None:
+        state, _ = await self._read_expectation(name)
+        return state
+
+    async def start_expectation(self, name: str, now: float) -> ExpectationState:
+        return await self._change_expectation(name, now, lambda state: state)
+
+    async def saw_expected(self, name: str, at: float, now: float) -> None:
+        await self._change_expectation(name, now, lambda state: state.seen(at))
+
+    async def open_episode(self, name: str, episode: float) -> ExpectationState:
+        return await self._change_expectation(name, None, lambda state: state.opened(episode))
+
+    async def close_episode(self, name: str, episode: float) -> ExpectationState:
+        return await self._change_expectation(name, None, lambda state: state.closed(episode))
+
+    async def mark_told(
+        self, name: str, episode: float, status: NoticeStatus, handler: str
+    ) -> None:
+        await self._change_expectation(
+            name, None, lambda state: state.marked(episode, status, handler)
+        )
+
+    async def _change_expectation(
+        self,
+        name: str,
+        started: float | None,
+        step: Callable[[ExpectationState], ExpectationState],
+    ) -> ExpectationState:
+        for _ in range(_EXPECTATION_RACES):
+            old, version = await self._read_expectation(name)
+            base = old or ExpectationState(
+                name, started=round(self._clock(), 3) if started is None else started
+            )
+            state = step(base)
+            if state == old:
+                return state
+            item = {**self._expectation_key(name), **_expectation_item(state)}
+            item["version"] = _n(version + 1)
+            write: dict[str, Any] = {"TableName": self._table, "Item": item}
+            if old is None:
+                write["ConditionExpression"] = "attribute_not_exists(pk)"
+            else:
+                write["ConditionExpression"] = "version = :seen"
+                write["ExpressionAttributeValues"] = {":seen": _n(version)}
+            try:
+                await self._call("put_item", **write)
+            except _ConditionFailed:
+                continue  # another replica wrote in between: read its state, step again
+            return state
+        raise LedgerUnavailable(
+            f"dynamodb table {self._table}: expectation {name}: too many concurrent writes"
+        )
+
+
+def _expectation_item(state: ExpectationState) -> dict[str, Any]:
+    item: dict[str, Any] = {"started": _n(state.started)}
+    for key in ("last_seen", "episode", "ended"):
+        value = getattr(state, key)
+        if value is not None:
+            item[key] = _n(value)
+    for key in ("told", "ended_told", "ended_recovered"):
+        names = getattr(state, key)
+        if names:  # DynamoDB has no empty sets: absent is empty
+            item[key] = {"SS": sorted(names)}
+    return item
+
+
+def _expectation_from_item(name: str, item: Mapping[str, Any]) -> ExpectationState:
+    def optional(key: str) -> float | None:
+        return float(item[key]["N"]) if key in item else None
+
+    def names(key: str) -> frozenset[str]:
+        return frozenset(item[key]["SS"]) if key in item else frozenset()
+
+    return ExpectationState(
+        name,
+        started=_number(item, "started"),
+        last_seen=optional("last_seen"),
+        episode=optional("episode"),
+        told=names("told"),
+        ended=optional("ended"),
+        ended_told=names("ended_told"),
+        ended_recovered=names("ended_recovered"),
+    )
 
 
 async def create_table(client: Any, table: str) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from amid.store.base import Claim, LeaseLost
+from amid.store.base import Claim, ExpectationState, LeaseLost, NoticeStatus
 
 
 @dataclass(slots=True)
@@ -32,6 +32,7 @@ class MemoryLedger:
         self._clock = clock
         self._records: OrderedDict[str, _Record] = OrderedDict()
         self._images: OrderedDict[tuple[str, str], tuple[float, dict[str, Any]]] = OrderedDict()
+        self._expectations: dict[str, ExpectationState] = {}
 
     def _live(self, event_id: str, now: float) -> _Record | None:
         record = self._records.get(event_id)
@@ -119,3 +120,33 @@ class MemoryLedger:
         records = [self._held(event_id, owner) for event_id in event_ids]  # all, or none
         for record in records:
             record.delivered.add(handler)
+
+    # --- expectations ---
+
+    async def expectation(self, name: str) -> ExpectationState | None:
+        return self._expectations.get(name)
+
+    async def start_expectation(self, name: str, now: float) -> ExpectationState:
+        return self._expectations.setdefault(name, ExpectationState(name, started=now))
+
+    async def saw_expected(self, name: str, at: float, now: float) -> None:
+        state = await self.start_expectation(name, now)
+        self._expectations[name] = state.seen(at)
+
+    async def open_episode(self, name: str, episode: float) -> ExpectationState:
+        return self._change(name, lambda state: state.opened(episode))
+
+    async def close_episode(self, name: str, episode: float) -> ExpectationState:
+        return self._change(name, lambda state: state.closed(episode))
+
+    async def mark_told(
+        self, name: str, episode: float, status: NoticeStatus, handler: str
+    ) -> None:
+        self._change(name, lambda state: state.marked(episode, status, handler))
+
+    def _change(
+        self, name: str, step: Callable[[ExpectationState], ExpectationState]
+    ) -> ExpectationState:
+        state = self._expectations.get(name) or ExpectationState(name, round(self._clock(), 3))
+        self._expectations[name] = state = step(state)
+        return state

@@ -21,7 +21,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from amid.store.base import Claim, LeaseLost, LedgerUnavailable
+from amid.store.base import (
+    Claim,
+    ExpectationState,
+    LeaseLost,
+    LedgerUnavailable,
+    NoticeStatus,
+)
 
 _T = TypeVar("_T")
 
@@ -38,6 +44,16 @@ CREATE TABLE IF NOT EXISTS deliveries (
     handler    TEXT NOT NULL,
     expires_at REAL NOT NULL,
     PRIMARY KEY (event_id, handler)
+);
+CREATE TABLE IF NOT EXISTS expectations (
+    name            TEXT PRIMARY KEY,
+    started         REAL NOT NULL,
+    last_seen       REAL,
+    episode         REAL,
+    told            TEXT NOT NULL DEFAULT '[]',
+    ended           REAL,
+    ended_told      TEXT NOT NULL DEFAULT '[]',
+    ended_recovered TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS events_expiry ON events (expires_at);
 CREATE INDEX IF NOT EXISTS deliveries_expiry ON deliveries (expires_at);
@@ -335,3 +351,87 @@ class SqliteLedger:
 
         if event_ids:
             await self._transact(body)
+
+    # --- expectations ---
+
+    async def expectation(self, name: str) -> ExpectationState | None:
+        return await self._transact(lambda db, now: _read_expectation(db, name))
+
+    async def start_expectation(self, name: str, now: float) -> ExpectationState:
+        return await self._change_expectation(name, now, lambda state: state)
+
+    async def saw_expected(self, name: str, at: float, now: float) -> None:
+        await self._change_expectation(name, now, lambda state: state.seen(at))
+
+    async def open_episode(self, name: str, episode: float) -> ExpectationState:
+        return await self._change_expectation(name, None, lambda state: state.opened(episode))
+
+    async def close_episode(self, name: str, episode: float) -> ExpectationState:
+        return await self._change_expectation(name, None, lambda state: state.closed(episode))
+
+    async def mark_told(
+        self, name: str, episode: float, status: NoticeStatus, handler: str
+    ) -> None:
+        await self._change_expectation(
+            name, None, lambda state: state.marked(episode, status, handler)
+        )
+
+    async def _change_expectation(
+        self,
+        name: str,
+        started: float | None,
+        step: Callable[[ExpectationState], ExpectationState],
+    ) -> ExpectationState:
+        """Read, step and write back in one transaction; created (clock at `started`) when new."""
+
+        def body(db: sqlite3.Connection, now: float) -> ExpectationState:
+            state = _read_expectation(db, name)
+            old = state
+            if state is None:
+                state = ExpectationState(
+                    name, started=round(now, 3) if started is None else started
+                )
+            state = step(state)
+            if state != old:
+                db.execute(
+                    "INSERT OR REPLACE INTO expectations (name, started, last_seen, episode,"
+                    " told, ended, ended_told, ended_recovered) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        state.name,
+                        state.started,
+                        state.last_seen,
+                        state.episode,
+                        _names(state.told),
+                        state.ended,
+                        _names(state.ended_told),
+                        _names(state.ended_recovered),
+                    ),
+                )
+            return state
+
+        return await self._transact(body)
+
+
+def _names(handlers: frozenset[str]) -> str:
+    return json.dumps(sorted(handlers))
+
+
+def _read_expectation(db: sqlite3.Connection, name: str) -> ExpectationState | None:
+    row = db.execute(
+        "SELECT started, last_seen, episode, told, ended, ended_told, ended_recovered"
+        " FROM expectations WHERE name = ?",
+        (name,),
+    ).fetchone()
+    if row is None:
+        return None
+    started, last_seen, episode, told, ended, ended_told, ended_recovered = row
+    return ExpectationState(
+        name,
+        started=started,
+        last_seen=last_seen,
+        episode=episode,
+        told=frozenset(json.loads(told)),
+        ended=ended,
+        ended_told=frozenset(json.loads(ended_told)),
+        ended_recovered=frozenset(json.loads(ended_recovered)),
+    )

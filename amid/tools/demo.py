@@ -28,6 +28,7 @@ from amid.tools.offline import synthetic_event
 
 _REGION = "us-east-1"
 _BURST = 6  # deregistrations of a cleanup job, besides the demo's own
+_EXPECTATION = "demo-nightly"
 
 
 def _free_port() -> int:
@@ -127,6 +128,7 @@ async def run_demo(forever: bool = False) -> int:
                         await runner
                     return 0
                 await _until_settled(sqs, queue["QueueUrl"], dlq["QueueUrl"], timeout=60)
+                await _expectation_round_trip(daemon.metrics.registry, sqs, queue["QueueUrl"])
                 stop.set()
                 await runner
                 dead = await approximate_count(sqs, dlq["QueueUrl"])
@@ -163,8 +165,43 @@ handlers:
     type: console
     match: {{detail: {{State: [deregistered]}}}}
     digest: {{wait: 2s}}
+expectations:
+  - name: {_EXPECTATION}
+    match: {{detail: {{State: [available]}}}}
+    every: 3s
+    grace: 1s
+    notify: [console]
 """
     return parse_config(text, env={})
+
+
+async def _expectation_round_trip(registry: Any, sqs: Any, queue_url: str) -> None:
+    """Wait for the expectation to go overdue, then send the event that ends the episode."""
+
+    def value(name: str, **labels: str) -> float:
+        return float(registry.get_sample_value(name, {"expectation": _EXPECTATION, **labels}) or 0)
+
+    print(f"\n▶ expectation {_EXPECTATION}: an available event every 3s (+1s grace); none comes")
+    if not await _until(lambda: value("amid_expectation_overdue") == 1, timeout=30):
+        print("  (it did not go overdue within 30s)")
+        return
+    event = synthetic_event("available", "ami-0a1b2c3d4e5f60005", _REGION)
+    await sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(event))
+    print("▶ sent another available event: the expectation recovers")
+    recovered = "amid_expectation_notifications_total"
+    if not await _until(
+        lambda: value(recovered, handler="console", status="recovered") >= 1, timeout=30
+    ):
+        print("  (it did not recover within 30s)")
+
+
+async def _until(condition: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.2)
+    return True
 
 
 async def _until_settled(sqs: Any, queue_url: str, dlq_url: str, timeout: float) -> None:
@@ -199,6 +236,19 @@ def _report(registry: Any, dead_letters: int) -> None:
         f"  invalid       counted on each of its "
         f"{value('amid_messages_invalid_total', reason='not_json')} receives (reason not_json), "
         f"left for the redrive policy: {dead_letters} in the dead-letter queue"
+    )
+    told = {
+        status: value(
+            "amid_expectation_notifications_total",
+            expectation=_EXPECTATION,
+            handler="console",
+            status=status,
+        )
+        for status in ("overdue", "recovered")
+    }
+    print(
+        f"  expectation   {_EXPECTATION}: overdue told {told['overdue']}x, "
+        f"recovered told {told['recovered']}x"
     )
     print("\n▶ final metrics (non-zero amid_* samples)")
     for metric in registry.collect():

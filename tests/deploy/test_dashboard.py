@@ -49,6 +49,9 @@ ON_DASHBOARD = {
     "amid_digests_total",
     "amid_digest_events_bucket",
     "amid_digest_pending_events",
+    "amid_expectation_overdue",
+    "amid_expectation_last_seen_timestamp_seconds",
+    "amid_expectation_notifications_total",
     "up",
 }
 
@@ -136,6 +139,7 @@ class TestAlerts:
             "AmidHandlerFailing",
             "AmidDeadLetterQueueNotEmpty",
             "AmidEventLagHigh",
+            "AmidExpectationOverdue",
         }
 
 
