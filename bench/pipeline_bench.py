@@ -1,6 +1,6 @@
 """amid's in-process cost per event, and its memory over 100k events, without SQS or HTTP.
 
-    python -m bench.pipeline_bench cost   --events 5000    # µs per event, memory and sqlite ledgers
+    python -m bench.pipeline_bench cost   --events 5000    # µs per event: memory, sqlite, 10 at once
     python -m bench.pipeline_bench growth --events 100000  # RSS after 1k ... 100k events (sqlite)
     python -m bench.pipeline_bench cost --profile out.html # the same under pyinstrument
 
@@ -73,19 +73,28 @@ def runtime(config: Config, metrics: Metrics) -> Runtime:
 
 
 async def run_events(
-    ledger: Ledger, bodies: list[str], on_progress: Callable[[int], None] | None = None
+    ledger: Ledger,
+    bodies: list[str],
+    on_progress: Callable[[int], None] | None = None,
+    batch: int = 1,
 ) -> dict[str, Any]:
+    """`bodies` through `Pipeline.process`, `batch` at once (10: one receive's worth)."""
     config = parse_config(CONFIG, env={})
     metrics = Metrics()
     pipeline = Pipeline(ledger=ledger, metrics=metrics, owner="bench", lease=60.0)
     current = runtime(config, metrics)
     outcomes: dict[str, int] = {}
     wall, cpu = time.perf_counter(), time.process_time()
-    for index, body in enumerate(bodies, 1):
-        outcome = await pipeline.process(body, current)
-        outcomes[outcome.label] = outcomes.get(outcome.label, 0) + 1
+    for start in range(0, len(bodies), batch):
+        chunk = bodies[start : start + batch]
+        if batch == 1:
+            done = [await pipeline.process(chunk[0], current)]
+        else:
+            done = await asyncio.gather(*(pipeline.process(body, current) for body in chunk))
+        for outcome in done:
+            outcomes[outcome.label] = outcomes.get(outcome.label, 0) + 1
         if on_progress is not None:
-            on_progress(index)
+            on_progress(start + len(chunk))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return {
         "events": len(bodies),
@@ -106,6 +115,12 @@ async def cost(events: int, directory: Path) -> dict[str, Any]:
         results["sqlite"] = await run_events(sqlite, bodies)
     finally:
         await sqlite.aclose()
+    # As the daemon sees them: the 10 messages of a receive in flight together (group commit).
+    batched = await SqliteLedger.open(directory / "cost-batched.sqlite3", 7 * 86400.0)
+    try:
+        results["sqlite_batched"] = await run_events(batched, bodies, batch=10)
+    finally:
+        await batched.aclose()
     return results
 
 

@@ -190,6 +190,9 @@ def tables(
         "| the same, sqlite ledger, µs/event (wall; CPU)"
         f" | {fmt(s['pipeline_sqlite_wall_us_per_event'])};"
         f" {fmt(s['pipeline_sqlite_cpu_us_per_event'])} |",
+        "| the same, sqlite ledger, 10 events at once (one receive's worth; group commit),"
+        f" µs/event (wall; CPU) | {fmt(s.get('pipeline_sqlite_batched_wall_us_per_event', {}))};"
+        f" {fmt(s.get('pipeline_sqlite_batched_cpu_us_per_event', {}))} |",
     ]
     growth = s.get("pipeline_growth_rss_mib") or {}
     if growth:

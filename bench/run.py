@@ -596,7 +596,7 @@ def summarize(
     for figure in ("start", "after_1k", "after_burst", "peak"):
         summary[f"amid_rss_{figure}_mib"] = spread("burst:amid", "rss_mib", figure)
     summary["amid_idle_core_percent"] = spread("idle:amid", "core_percent")
-    for ledger in ("memory", "sqlite"):
+    for ledger in ("memory", "sqlite", "sqlite_batched"):
         for unit in ("wall_us_per_event", "cpu_us_per_event"):
             summary[f"pipeline_{ledger}_{unit}"] = spread("pipeline:cost", ledger, unit)
     growth = runs.get("pipeline:growth", [{}])[0]

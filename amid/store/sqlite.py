@@ -10,9 +10,10 @@ claims are taken inside `BEGIN IMMEDIATE` transactions.
 
 Group commit: the calls made within one turn of the event loop (the claims of
 one receive's messages, the records of deliveries that ended together) share
-one transaction, each body in its own SAVEPOINT: a body that raises is rolled
-back alone and its caller gets the error, the others commit. No caller hears
-back before the COMMIT, so what a caller was told is as durable as before.
+one transaction, each still atomic on its own: a body that raises is rolled
+back alone (SAVEPOINTs, see `_run_group`) and its caller gets the error, the
+others commit. No caller hears back before the COMMIT, so what a caller was
+told is as durable as before.
 """
 
 from __future__ import annotations
@@ -116,20 +117,27 @@ class SqliteLedger:
         return db
 
     def _run_group(self, db: sqlite3.Connection | None, bodies: list[Body[Any]]) -> list[_Outcome]:
-        """One BEGIN IMMEDIATE ... COMMIT for all `bodies`, a SAVEPOINT each.
+        """One BEGIN IMMEDIATE ... COMMIT for all `bodies`, each atomic on its own.
 
-        A body that raises is rolled back to its savepoint and its error is its outcome.
-        An error that ends the transaction itself (busy, I/O, a failed COMMIT) rolls
-        everything back and propagates: no body of the group took effect.
+        The bodies run one after the other; when none raises (nearly always) that is all.
+        When one raises, the whole transaction is rolled back and run again with a
+        SAVEPOINT per body, so the failing one is rolled back alone and its error is its
+        outcome (the bodies are functions of the file and `now`: the second run sees what
+        the first saw). An error of the transaction itself (busy, I/O, a failed COMMIT)
+        rolls everything back and propagates: no body of the group took effect.
         """
         if db is None:
             raise LedgerUnavailable("the ledger is closed")
         now = self._clock()
         db.execute("BEGIN IMMEDIATE")
         try:
-            if len(bodies) == 1:  # the transaction is its savepoint
-                outcomes = [(True, bodies[0](db, now))]
-            else:
+            try:
+                outcomes: list[_Outcome] = [(True, body(db, now)) for body in bodies]
+            except Exception:
+                if len(bodies) == 1 or not db.in_transaction:
+                    raise
+                db.execute("ROLLBACK")
+                db.execute("BEGIN IMMEDIATE")
                 outcomes = [self._run_savepoint(db, body, now) for body in bodies]
             db.execute("COMMIT")
         except BaseException:

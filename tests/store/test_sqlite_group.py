@@ -1,6 +1,6 @@
 """The sqlite ledger's group commit: the calls of one loop turn share one transaction.
 
-White-box where it must be: the number of transactions is read from the ledger's own
+White-box where it must be: the number of commits is read from the ledger's own
 connection (sqlite's trace callback); everything else through the Ledger protocol and a
 second ledger over the same file.
 """
@@ -31,24 +31,24 @@ async def opened(path: Path) -> AsyncIterator[SqliteLedger]:
         await ledger.aclose()
 
 
-def count_begins(ledger: SqliteLedger) -> list[str]:
-    """The BEGIN statements the loop's connection runs from now on."""
-    begins: list[str] = []
+def count_commits(ledger: SqliteLedger) -> list[str]:
+    """The COMMIT statements the loop's connection runs from now on."""
+    commits: list[str] = []
     connection = ledger._inline  # counting transactions is the point
     assert connection is not None
     connection.set_trace_callback(
-        lambda statement: begins.append(statement) if statement.startswith("BEGIN") else None
+        lambda statement: commits.append(statement) if statement == "COMMIT" else None
     )
-    return begins
+    return commits
 
 
 async def test_the_claims_of_one_receive_share_one_transaction(tmp_path: Path) -> None:
     path = tmp_path / "dedupe.sqlite3"
     async with opened(path) as ledger, opened(path) as other:
-        begins = count_begins(ledger)
+        commits = count_commits(ledger)
         claims = await asyncio.gather(*(ledger.claim(f"e{i}", "me", LEASE) for i in range(10)))
         assert all(claim is not None and not claim.done for claim in claims)
-        assert len(begins) == 1, begins
+        assert len(commits) == 1, commits
         # Committed: another connection finds every one of them held by "me".
         theirs = await asyncio.gather(*(other.claim(f"e{i}", "you", LEASE) for i in range(10)))
         assert theirs == [None] * 10
@@ -60,7 +60,7 @@ async def test_a_failing_call_in_a_group_fails_alone_and_the_others_commit(
     path = tmp_path / "dedupe.sqlite3"
     async with opened(path) as ledger, opened(path) as other:
         assert await ledger.claim("held", "me", LEASE) is not None
-        begins = count_begins(ledger)
+        commits = count_commits(ledger)
         results = await asyncio.gather(
             ledger.claim("a", "me", LEASE),
             ledger.record_delivery("never-claimed", "w", "me"),  # raises LeaseLost
@@ -68,7 +68,7 @@ async def test_a_failing_call_in_a_group_fails_alone_and_the_others_commit(
             ledger.claim("b", "me", LEASE),
             return_exceptions=True,
         )
-        assert len(begins) == 1, begins
+        assert len(commits) == 1, commits
         assert isinstance(results[1], LeaseLost)
         assert not any(isinstance(r, BaseException) for i, r in enumerate(results) if i != 1)
         # The others took effect; the failed one left nothing behind.
@@ -82,10 +82,10 @@ async def test_a_failing_call_in_a_group_fails_alone_and_the_others_commit(
 
 async def test_calls_in_later_loop_turns_get_their_own_transaction(tmp_path: Path) -> None:
     async with opened(tmp_path / "dedupe.sqlite3") as ledger:
-        begins = count_begins(ledger)
+        commits = count_commits(ledger)
         for i in range(3):
             assert await ledger.claim(f"e{i}", "me", LEASE) is not None
-        assert len(begins) == 3, begins
+        assert len(commits) == 3, commits
 
 
 async def test_a_locked_file_moves_the_whole_group_to_the_worker_and_the_loop_runs_on(
