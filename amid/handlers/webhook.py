@@ -45,6 +45,11 @@ class WebhookHandler:
         self._config = config
         self._url: SecretStr = config.url
         self._headers: dict[str, SecretStr] = dict(config.headers)
+        # Worked out once, not per request.
+        self._configured = frozenset(name.lower() for name in self._headers)
+        self._header_values = {
+            name: value.get_secret_value() for name, value in self._headers.items()
+        }
         self._http = http_session
         self._metrics = metrics
 
@@ -60,9 +65,8 @@ class WebhookHandler:
     def render(self, notification: Notification) -> dict[str, Any]:
         """The request that would be sent, header values masked and the URL left out."""
         body, _ = self._body(notification)
-        configured = {name.lower() for name in self._headers}
         headers = {
-            name: MASK if name.lower() in configured else value
+            name: MASK if name.lower() in self._configured else value
             for name, value in self._request_headers(notification).items()
         }
         return {"method": self._config.method, "headers": headers, "body": body}
@@ -87,7 +91,7 @@ class WebhookHandler:
             body=body.encode("utf-8"),
             headers=self._request_headers(notification),
             what="webhook",
-            secrets=[value.get_secret_value() for value in self._headers.values()],
+            secrets=self._header_values.values(),
         )
 
     async def aclose(self) -> None:
@@ -105,9 +109,9 @@ class WebhookHandler:
         headers = {
             name: value
             for name, value in self._public_headers(notification).items()
-            if name.lower() not in {configured.lower() for configured in self._headers}
+            if name.lower() not in self._configured
         }
-        headers.update({name: value.get_secret_value() for name, value in self._headers.items()})
+        headers.update(self._header_values)
         return headers
 
     def _body(self, notification: Notification) -> tuple[str, list[str]]:

@@ -72,8 +72,11 @@ async def deliver(
     log: Any = None,
 ) -> DeliveryResult:
     """Send with retries; total: returns a result, never raises (cancellation aside)."""
-    log = (log or get_logger()).bind(handler=handler.name)
+    base_log = log or get_logger()
     attempts = 0
+
+    def failing() -> Any:  # bound only when there is something to say
+        return base_log.bind(handler=handler.name)
 
     async def one_try() -> None:
         nonlocal attempts
@@ -84,7 +87,9 @@ async def deliver(
         try:
             async with asyncio.timeout(timeout):
                 await handler.send(
-                    Notification(notification.event, notification.image, attempt=attempts)
+                    notification
+                    if notification.attempt == attempts
+                    else Notification(notification.event, notification.image, attempt=attempts)
                 )
             outcome = "success"
         except TimeoutError:
@@ -93,7 +98,7 @@ async def deliver(
                 f"no answer within {timeout:g}s", retryable=True, reason="timeout"
             ) from None
         except HandlerError as error:
-            log.warning(
+            failing().warning(
                 "handler attempt failed",
                 attempt=attempts,
                 reason=error.reason,
@@ -102,7 +107,7 @@ async def deliver(
             )
             raise
         except Exception as error:
-            log.exception("handler raised unexpectedly", attempt=attempts)
+            failing().exception("handler raised unexpectedly", attempt=attempts)
             raise HandlerError(
                 f"unexpected {type(error).__name__}", retryable=True, reason="unexpected"
             ) from error
@@ -129,7 +134,7 @@ async def deliver(
     except HandlerError as error:
         metrics.notifications.labels(handler.name, "failed").inc()
         metrics.notification_failures.labels(handler.name, error.reason).inc()
-        log.error(
+        failing().error(
             "notification failed",
             attempt=attempts,
             reason=error.reason,
@@ -140,5 +145,6 @@ async def deliver(
             handler.name, False, attempts, error.reason, error.retryable, error.retry_after
         )
     metrics.notifications.labels(handler.name, "delivered").inc()
-    log.debug("notification delivered", attempt=attempts)  # "event handled" says it at info
+    # "event handled" says it at info; below the configured level this call does nothing.
+    base_log.debug("notification delivered", handler=handler.name, attempt=attempts)
     return DeliveryResult(handler.name, True, attempts)
