@@ -4,28 +4,33 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from typing import Any
-
-from jinja2 import TemplateSyntaxError, Undefined
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from typing import TYPE_CHECKING, Any
 
 from amid.events import AmiStateChange
 
-
-class _StrictSandbox(ImmutableSandboxedEnvironment):
-    """Refuses, rather than quietly rendering empty, any reach for an unsafe attribute."""
-
-    def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
-        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__} is unsafe")
+if TYPE_CHECKING:
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 
-_ENVIRONMENT = _StrictSandbox(
-    undefined=Undefined,
-    autoescape=False,
-    keep_trailing_newline=False,
-)
-_ENVIRONMENT.filters["tojson"] = lambda value: json.dumps(value, default=str)
+@lru_cache(maxsize=1)
+def _environment() -> ImmutableSandboxedEnvironment:
+    """The sandbox, built at the first template: a config without templates never imports
+    Jinja2 (a few MiB of the daemon's memory)."""
+    from jinja2 import Undefined
+    from jinja2.exceptions import SecurityError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class _StrictSandbox(ImmutableSandboxedEnvironment):
+        """Refuses, rather than quietly rendering empty, any reach for an unsafe attribute."""
+
+        def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
+            raise SecurityError(
+                f"access to attribute {attribute!r} of {type(obj).__name__} is unsafe"
+            )
+
+    environment = _StrictSandbox(undefined=Undefined, autoescape=False, keep_trailing_newline=False)
+    environment.filters["tojson"] = lambda value: json.dumps(value, default=str)
+    return environment
 
 
 class TemplateError(ValueError):
@@ -35,8 +40,10 @@ class TemplateError(ValueError):
 @lru_cache(maxsize=512)
 def compile_template(source: str) -> Any:
     """Compile once; a syntax error raises TemplateError (a config error at load)."""
+    from jinja2 import TemplateSyntaxError
+
     try:
-        return _ENVIRONMENT.from_string(source)
+        return _environment().from_string(source)
     except TemplateSyntaxError as error:
         raise TemplateError(
             f"template does not compile: {error.message} (line {error.lineno})"

@@ -205,6 +205,19 @@ def tables(
                 last / first - 1,
             )
         )
+    for batch, label in (("batch_1", "one at a time"), ("batch_10", "10 at once")):
+        dynamo = (s.get("dynamodb_requests") or {}).get(batch)
+        if dynamo:
+            by_operation = ", ".join(
+                f"{name} {count / dynamo['events']:.2f}"
+                for name, count in sorted(dynamo["requests"].items())
+            )
+            lines.append(
+                f"| DynamoDB ledger requests per message ({dynamo['events']:,} messages, 20%"
+                f" duplicates, {label}; moto) | **{dynamo['requests_per_message']:.2f}** sent"
+                f" ({by_operation}); {dynamo['moto_logged_per_message']:.2f} answered in moto's"
+                " log |"
+            )
     lines += [
         "",
         "![Burst throughput and notification latency](benchmarks/throughput-latency.png)",

@@ -510,7 +510,12 @@ class Bench:
 
     def in_process(self) -> None:
         plan = self.plan
-        for mode, events in (("cost", plan.cost_events), ("growth", plan.growth_events)):
+        dynamodb_events = min(plan.cost_events, 1000)  # moto answers ~100 ledger calls/s
+        for mode, events in (
+            ("cost", plan.cost_events),
+            ("growth", plan.growth_events),
+            ("dynamodb", dynamodb_events),
+        ):
             for _ in range(self.plan.repeats if mode == "cost" else 1):
                 command = [PYTHON, "-m", "bench.pipeline_bench", mode, "--events", str(events)]
                 done = subprocess.run(
@@ -601,6 +606,7 @@ def summarize(
             summary[f"pipeline_{ledger}_{unit}"] = spread("pipeline:cost", ledger, unit)
     growth = runs.get("pipeline:growth", [{}])[0]
     summary["pipeline_growth_rss_mib"] = growth.get("rss_mib", {})
+    summary["dynamodb_requests"] = runs.get("pipeline:dynamodb", [{}])[0]
     return summary
 
 
