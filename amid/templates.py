@@ -6,29 +6,33 @@ import json
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import TemplateSyntaxError, Undefined, meta
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
 from amid.events import AmiStateChange
 
 if TYPE_CHECKING:
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
     from amid.handlers.base import Digest
 
 
-class _StrictSandbox(ImmutableSandboxedEnvironment):
-    """Refuses, rather than quietly rendering empty, any reach for an unsafe attribute."""
+@lru_cache(maxsize=1)
+def _environment() -> ImmutableSandboxedEnvironment:
+    """The sandbox, built at the first template: a config without templates never imports
+    Jinja2 (a few MiB of the daemon's memory)."""
+    from jinja2 import Undefined
+    from jinja2.exceptions import SecurityError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
-        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__} is unsafe")
+    class _StrictSandbox(ImmutableSandboxedEnvironment):
+        """Refuses, rather than quietly rendering empty, any reach for an unsafe attribute."""
 
+        def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
+            raise SecurityError(
+                f"access to attribute {attribute!r} of {type(obj).__name__} is unsafe"
+            )
 
-_ENVIRONMENT = _StrictSandbox(
-    undefined=Undefined,
-    autoescape=False,
-    keep_trailing_newline=False,
-)
-_ENVIRONMENT.filters["tojson"] = lambda value: json.dumps(value, default=str)
+    environment = _StrictSandbox(undefined=Undefined, autoescape=False, keep_trailing_newline=False)
+    environment.filters["tojson"] = lambda value: json.dumps(value, default=str)
+    return environment
 
 
 class TemplateError(ValueError):
@@ -38,8 +42,10 @@ class TemplateError(ValueError):
 @lru_cache(maxsize=512)
 def compile_template(source: str) -> Any:
     """Compile once; a syntax error raises TemplateError (a config error at load)."""
+    from jinja2 import TemplateSyntaxError
+
     try:
-        return _ENVIRONMENT.from_string(source)
+        return _environment().from_string(source)
     except TemplateSyntaxError as error:
         raise TemplateError(
             f"template does not compile: {error.message} (line {error.lineno})"
@@ -49,8 +55,10 @@ def compile_template(source: str) -> Any:
 @lru_cache(maxsize=512)
 def mentions(source: str, name: str) -> bool:
     """Whether the template reads the variable `name` (e.g. `expectation`, for a notice)."""
+    from jinja2 import TemplateSyntaxError, meta
+
     try:
-        return name in meta.find_undeclared_variables(_ENVIRONMENT.parse(source))
+        return name in meta.find_undeclared_variables(_environment().parse(source))
     except TemplateSyntaxError:
         return False
 

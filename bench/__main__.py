@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib.util
 import json
 import subprocess
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from bench.common import PEER, PYTHON, RESULTS, ROOT
 from bench.report import profile_summary, write_markdown
-from bench.run import PY_SPY, Plan, environment, log, run
+from bench.run import DEFAULT_VARIANTS, PY_SPY, VARIANTS, Plan, environment, log, run
 
 PINNED = {"matplotlib": "matplotlib==3.10.3", "py-spy": "py-spy==0.4.1"}
 
@@ -47,13 +48,23 @@ def main() -> None:
     )
     parser.add_argument("--docs", action="store_true", help="update the docs after --quick too")
     parser.add_argument("--report", type=Path, help="only write the docs from this results file")
+    parser.add_argument(
+        "--variants",
+        default=",".join(DEFAULT_VARIANTS),
+        help=f"the amid configs the burst runs, comma-separated, of: {', '.join(VARIANTS)}",
+    )
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.report is not None:
         results = json.loads(args.report.read_text())
     else:
         ensure_tools()
+        variants = tuple(v for v in args.variants.split(",") if v)
+        unknown = sorted(set(variants) - set(VARIANTS))
+        if unknown or "amid" not in variants:
+            parser.error(f"--variants must include amid and name only {', '.join(VARIANTS)}")
         plan = Plan.quick(args.server) if args.quick else Plan.full(args.server)
+        plan = dataclasses.replace(plan, variants=variants)
         started = time.strftime("%Y%m%dT%H%M%S")
         began = time.monotonic()
         results = asyncio.run(run(plan, started))

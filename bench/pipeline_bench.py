@@ -1,8 +1,9 @@
 """amid's in-process cost per event, and its memory over 100k events, without SQS or HTTP.
 
-    python -m bench.pipeline_bench cost   --events 5000    # µs per event, memory and sqlite ledgers
+    python -m bench.pipeline_bench cost   --events 5000    # µs/event: memory, sqlite, 10 at once
     python -m bench.pipeline_bench growth --events 100000  # RSS after 1k ... 100k events (sqlite)
     python -m bench.pipeline_bench cost --profile out.html # the same under pyinstrument
+    python -m bench.pipeline_bench dynamodb --events 1000  # DynamoDB requests per event (moto)
 
 Each message goes through the daemon's own `Pipeline.process`: decode, dedupe (claim,
 record, complete in the ledger), route, and one handler whose `send` renders the real
@@ -73,19 +74,28 @@ def runtime(config: Config, metrics: Metrics) -> Runtime:
 
 
 async def run_events(
-    ledger: Ledger, bodies: list[str], on_progress: Callable[[int], None] | None = None
+    ledger: Ledger,
+    bodies: list[str],
+    on_progress: Callable[[int], None] | None = None,
+    batch: int = 1,
 ) -> dict[str, Any]:
+    """`bodies` through `Pipeline.process`, `batch` at once (10: one receive's worth)."""
     config = parse_config(CONFIG, env={})
     metrics = Metrics()
     pipeline = Pipeline(ledger=ledger, metrics=metrics, owner="bench", lease=60.0)
     current = runtime(config, metrics)
     outcomes: dict[str, int] = {}
     wall, cpu = time.perf_counter(), time.process_time()
-    for index, body in enumerate(bodies, 1):
-        outcome = await pipeline.process(body, current)
-        outcomes[outcome.label] = outcomes.get(outcome.label, 0) + 1
+    for start in range(0, len(bodies), batch):
+        chunk = bodies[start : start + batch]
+        if batch == 1:
+            done = [await pipeline.process(chunk[0], current)]
+        else:
+            done = await asyncio.gather(*(pipeline.process(body, current) for body in chunk))
+        for outcome in done:
+            outcomes[outcome.label] = outcomes.get(outcome.label, 0) + 1
         if on_progress is not None:
-            on_progress(index)
+            on_progress(start + len(chunk))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return {
         "events": len(bodies),
@@ -106,6 +116,12 @@ async def cost(events: int, directory: Path) -> dict[str, Any]:
         results["sqlite"] = await run_events(sqlite, bodies)
     finally:
         await sqlite.aclose()
+    # As the daemon sees them: the 10 messages of a receive in flight together (group commit).
+    batched = await SqliteLedger.open(directory / "cost-batched.sqlite3", 7 * 86400.0)
+    try:
+        results["sqlite_batched"] = await run_events(batched, bodies, batch=10)
+    finally:
+        await batched.aclose()
     return results
 
 
@@ -125,16 +141,68 @@ async def growth(events: int, directory: Path) -> dict[str, Any]:
     return {**result, "rss_mib": rss}
 
 
+async def dynamodb(events: int, directory: Path) -> dict[str, Any]:
+    """The DynamoDB ledger's requests per event, one at a time and 10 at once, on moto.
+
+    Counted twice: per operation by the client (botocore's before-send, so retries count)
+    and in total by moto's own request log; the two must agree.
+    """
+    from aiobotocore.session import get_session
+
+    from amid.store.dynamodb import DynamoLedger, create_table
+    from bench.common import AWS_ENV, REGION
+    from tests.moto_server import MotoServer
+
+    os.environ.update(AWS_ENV)
+    server = MotoServer(log=directory / "moto.log")
+    server.start()
+    results: dict[str, Any] = {}
+    try:
+        async with get_session().create_client(
+            "dynamodb", region_name=REGION, endpoint_url=server.url
+        ) as client:
+            await create_table(client, "bench")
+            sent: dict[str, int] = {}
+
+            def count(event_name: str, **_: Any) -> None:
+                operation = event_name.rsplit(".", 1)[-1]
+                sent[operation] = sent.get(operation, 0) + 1
+
+            client.meta.events.register("before-send.dynamodb", count)
+            for batch in (1, 10):
+                sent.clear()
+                logged = _moto_requests(server.log)
+                bodies = burst_bodies(events, 0.2, seed=11 + batch)
+                ledger = DynamoLedger(client, "bench", 7 * 86400.0)
+                result = await run_events(ledger, bodies, batch=batch)
+                total = sum(sent.values())
+                await asyncio.sleep(1.0)  # moto's log is written after each response
+                results[f"batch_{batch}"] = {
+                    **result,
+                    "requests": dict(sent),
+                    "requests_per_message": total / events,
+                    "moto_logged_per_message": (_moto_requests(server.log) - logged) / events,
+                }
+    finally:
+        server.stop()
+    return results
+
+
+def _moto_requests(log: Path) -> int:
+    """Requests moto's server has logged (one werkzeug line per request)."""
+    return sum(1 for line in log.read_text(errors="replace").splitlines() if '"POST / ' in line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["cost", "growth"])
+    parser.add_argument("mode", choices=["cost", "growth", "dynamodb"])
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--profile", type=Path, help="write a pyinstrument HTML profile here")
     args = parser.parse_args()
     with open("/dev/null", "w") as sink, contextlib.redirect_stdout(sink):
         configure_logging("info", "json")
         with tempfile.TemporaryDirectory() as tmp:
-            job = cost if args.mode == "cost" else growth
+            job = {"cost": cost, "growth": growth, "dynamodb": dynamodb}[args.mode]
             if args.profile is None:
                 result = asyncio.run(job(args.events, Path(tmp)))
             else:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 
 from bench.common import (
     PEER,
@@ -42,7 +43,9 @@ from tests.moto_server import MotoServer, free_port
 
 AMID = ROOT / ".venv" / "bin" / "amid"
 PY_SPY = ROOT / ".venv" / "bin" / "py-spy"
-KINDS = ("limit", "amid", "peer")
+KINDS = ("limit", "limit_post", "amid", "peer")
+LABELS = {"limit": "limit", "limit_post": "limit+POST", "amid": "amid", "peer": "peer"}
+DEFAULT_VARIANTS = ("amid",)  # of VARIANTS below
 POLLERS = 2  # amid's default, given to the limit and the peer too
 MAX_IN_FLIGHT = 64  # amid's default
 
@@ -60,6 +63,7 @@ class Plan:
     growth_events: int
     profile_seconds: float
     server: str
+    variants: tuple[str, ...] = DEFAULT_VARIANTS  # the amids the burst runs (VARIANTS)
 
     @classmethod
     def full(cls, server: str) -> Plan:
@@ -148,26 +152,82 @@ def receiver() -> Iterator[tuple[str, int]]:
         stop(process)
 
 
+# ---------------------------------------------------------------------------- amid variants
+
+# Every amid the burst runs is the base config below plus one fragment (mappings merged,
+# lists appended; "{hook}" in a string is the receiver's base URL). "amid" is the plain one,
+# the figure the targets are about; a variant runs as its own kind (`burst:<name>`) when
+# `python -m bench --variants` names it, and the report shows its cost against "amid".
+VARIANTS: dict[str, dict[str, Any]] = {
+    "amid": {},
+    # HOOK (digests, expectations; SPEC 3b/3c): the burst with one digest handler and one
+    # expectation configured. Runs once both features have merged:
+    #   python -m bench --variants amid,amid+features
+    # and the report adds its events/s, its ratio to amid and its extra CPU per 1,000
+    # events. The digest handler matches no event of the burst (the producer sends no
+    # `pending` state), so what it costs is being configured: routing, and whatever the
+    # digest stage does per event; the expectation matches the burst's `available`
+    # events (a quarter of them), so its per-event bookkeeping is in the figure. A digest
+    # that matched the burst would measure its `wait` (events are held until their group
+    # is sent, within max_in_flight), not its cost.
+    "amid+features": {
+        "handlers": [
+            {
+                "name": "d",
+                "type": "webhook",
+                "url": "{hook}/hook",
+                "match": {"detail": {"State": ["pending"]}},
+                "digest": {"wait": "1s", "max_events": 50},
+            }
+        ],
+        "expectations": [
+            {
+                "name": "bench-nightly",
+                "match": {"detail": {"State": ["available"]}},
+                "every": "24h",
+                "notify": ["w"],
+            }
+        ],
+    },
+}
+
+
+def merge(base: Any, fragment: Any, hook: str) -> Any:
+    """`fragment` over `base`: mappings merged, lists appended, "{hook}" filled in."""
+    if isinstance(fragment, str):
+        return fragment.replace("{hook}", hook)
+    if isinstance(fragment, list):
+        return [
+            *(base if isinstance(base, list) else []),
+            *(merge(None, i, hook) for i in fragment),
+        ]
+    if isinstance(fragment, dict):
+        merged = dict(base) if isinstance(base, dict) else {}
+        for key, value in fragment.items():
+            merged[key] = merge(merged.get(key), value, hook)
+        return merged
+    return fragment
+
+
 def amid_config(
-    work: Path, queue_url: str, endpoint: str, hook: str, metrics_port: int, name: str
+    work: Path,
+    queue_url: str,
+    endpoint: str,
+    hook: str,
+    metrics_port: int,
+    name: str,
+    variant: str = "amid",
 ) -> Path:
-    """A config with amid's defaults except what the bench must set: where things are."""
+    """amid's defaults except what the bench must set (where things are), plus the variant."""
+    base: dict[str, Any] = {
+        "queue": {"url": queue_url, "region": "us-east-1", "endpoint_url": endpoint},
+        "dedupe": {"backend": "sqlite", "path": str(work / f"{name}.sqlite3")},
+        "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
+        "logging": {"level": "info", "format": "json"},
+        "handlers": [{"name": "w", "type": "webhook", "url": f"{hook}/hook"}],
+    }
     path = work / f"{name}.yaml"
-    path.write_text(
-        f"""queue:
-  url: {queue_url}
-  region: us-east-1
-  endpoint_url: {endpoint}
-dedupe:
-  backend: sqlite
-  path: {work / f"{name}.sqlite3"}
-metrics:
-  listen: 127.0.0.1:{metrics_port}
-logging: {{level: info, format: json}}
-handlers:
-  - {{name: w, type: webhook, url: "{hook}/hook"}}
-"""
-    )
+    path.write_text(yaml.safe_dump(merge(base, VARIANTS[variant], hook), sort_keys=False))
     return path
 
 
@@ -187,9 +247,11 @@ class Consumer:
 
 def start_consumer(kind: str, queue_url: str, endpoint: str, hook: str, work: Path) -> Consumer:
     env = aws_environ()
-    if kind == "limit":
+    if kind in ("limit", "limit_post"):
         command = [PYTHON, "-m", "bench.limit", "--endpoint", endpoint, "--queue-url", queue_url]
         command += ["--pollers", str(POLLERS), "--in-flight", str(MAX_IN_FLIGHT)]
+        if kind == "limit_post":
+            command += ["--post", f"{hook}/hook"]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
         if read_line(process, 30) != "ready":
             raise RuntimeError("the limit did not start")
@@ -207,7 +269,7 @@ def start_consumer(kind: str, queue_url: str, endpoint: str, hook: str, work: Pa
         return Consumer(kind, process)
     port = free_port()
     name = f"amid-{int(time.time() * 1000)}"
-    config = amid_config(work, queue_url, endpoint, hook, port, name)
+    config = amid_config(work, queue_url, endpoint, hook, port, name, variant=kind)
     log_path = work / f"{name}.log"
     with log_path.open("w") as output:
         process = subprocess.Popen(
@@ -325,7 +387,7 @@ class Bench:
                 "cpu_s": {**cpu, "producer": summary["cpu"]},
                 "consumer_cpu_s_per_1k": cpu["consumer"] / summary["sent"] * 1000,
             }
-            if kind == "amid":
+            if kind in VARIANTS:
                 result["rss_mib"] = {
                     "start": rss_start / 2**20,
                     "after_1k": rss_1k / 2**20 if rss_1k else None,
@@ -377,7 +439,7 @@ class Bench:
                 if producer.returncode != 0:
                     raise RuntimeError(f"the producer failed with {producer.returncode}")
                 return rss_1k, deepest
-            if consumer.kind == "amid" and rss_1k is None:
+            if consumer.kind in VARIANTS and rss_1k is None:
                 if (await self.receiver_stats())["posts"] >= 1000:
                     rss_1k = proc_sample(consumer.pid).rss
             if consumer.process.poll() is not None:
@@ -456,7 +518,12 @@ class Bench:
 
     def in_process(self) -> None:
         plan = self.plan
-        for mode, events in (("cost", plan.cost_events), ("growth", plan.growth_events)):
+        dynamodb_events = min(plan.cost_events, 1000)  # moto answers ~100 ledger calls/s
+        for mode, events in (
+            ("cost", plan.cost_events),
+            ("growth", plan.growth_events),
+            ("dynamodb", dynamodb_events),
+        ):
             for _ in range(self.plan.repeats if mode == "cost" else 1):
                 command = [PYTHON, "-m", "bench.pipeline_bench", mode, "--events", str(events)]
                 done = subprocess.run(
@@ -475,9 +542,11 @@ async def bench(plan: Plan, work: Path) -> AsyncIterator[Bench]:
 async def run(plan: Plan, started: str) -> dict[str, Any]:
     work = RESULTS / f"work-{started}"
     work.mkdir(parents=True, exist_ok=True)
+    kinds = kinds_of(plan)
     async with bench(plan, work) as b:
         for repeat in range(plan.repeats):
-            order = KINDS[repeat % 3 :] + KINDS[: repeat % 3]  # spread slow drift over kinds
+            shift = repeat % len(kinds)
+            order = kinds[shift:] + kinds[:shift]  # spread slow drift over kinds
             for kind in order:
                 log(f"burst {repeat + 1}/{plan.repeats}: {kind}")
                 await b.burst(kind, idle=kind == "amid")
@@ -492,10 +561,17 @@ async def run(plan: Plan, started: str) -> dict[str, Any]:
         b.in_process()
         runs = b.runs
     shutil.rmtree(work, ignore_errors=True)
-    return {"plan": dataclasses.asdict(plan), "runs": runs, "summary": summarize(runs)}
+    return {"plan": dataclasses.asdict(plan), "runs": runs, "summary": summarize(runs, kinds)}
 
 
-def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def kinds_of(plan: Plan) -> tuple[str, ...]:
+    """The consumers the burst runs, in order: the limits, the amid variants, the peer."""
+    return ("limit", "limit_post", *plan.variants, "peer")
+
+
+def summarize(
+    runs: dict[str, list[dict[str, Any]]], kinds: tuple[str, ...] = KINDS
+) -> dict[str, Any]:
     """Median, min and max of every figure the report shows."""
 
     def spread(scenario: str, *path: str) -> dict[str, float]:
@@ -508,8 +584,13 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                 values.append(float(value))
         return Spread.of(values).as_dict()
 
-    summary: dict[str, Any] = {}
-    for kind in KINDS:
+    def ratio(over: str, kind: str = "amid") -> dict[str, float]:
+        """kind's events/s over `over`'s, burst by burst (the same repeat), median of those."""
+        pairs = zip(runs.get(f"burst:{over}", []), runs.get(f"burst:{kind}", []), strict=False)
+        return Spread.of([a["events_per_s"] / b["events_per_s"] for b, a in pairs]).as_dict()
+
+    summary: dict[str, Any] = {"kinds": list(kinds)}
+    for kind in kinds:
         summary[f"{kind}_events_per_s"] = spread(f"burst:{kind}", "events_per_s")
         summary[f"{kind}_cpu_s_per_1k"] = spread(f"burst:{kind}", "consumer_cpu_s_per_1k")
         summary[f"{kind}_server_cpu_s"] = spread(f"burst:{kind}", "cpu_s", "server")
@@ -519,21 +600,21 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     for kind in ("amid", "peer"):
         for figure in ("p50_ms", "p99_ms"):
             summary[f"{kind}_{figure}"] = spread(f"trickle:{kind}", figure)
-    by_run = list(zip(runs.get("burst:limit", []), runs.get("burst:amid", []), strict=False))
-    ratios = [a["events_per_s"] / lim["events_per_s"] for lim, a in by_run]
-    summary["amid_over_limit"] = Spread.of(ratios).as_dict()
-    by_run_peer = list(zip(runs.get("burst:peer", []), runs.get("burst:amid", []), strict=False))
-    summary["amid_over_peer"] = Spread.of(
-        [a["events_per_s"] / p["events_per_s"] for p, a in by_run_peer]
-    ).as_dict()
+    summary["amid_over_limit"] = ratio("limit")
+    summary["amid_over_limit_post"] = ratio("limit_post")
+    summary["amid_over_peer"] = ratio("peer")
+    summary["limit_post_over_limit"] = ratio("limit", "limit_post")
+    for variant in (k for k in kinds if k in VARIANTS and k != "amid"):
+        summary[f"{variant}_over_amid"] = ratio("amid", variant)
     for figure in ("start", "after_1k", "after_burst", "peak"):
         summary[f"amid_rss_{figure}_mib"] = spread("burst:amid", "rss_mib", figure)
     summary["amid_idle_core_percent"] = spread("idle:amid", "core_percent")
-    for ledger in ("memory", "sqlite"):
+    for ledger in ("memory", "sqlite", "sqlite_batched"):
         for unit in ("wall_us_per_event", "cpu_us_per_event"):
             summary[f"pipeline_{ledger}_{unit}"] = spread("pipeline:cost", ledger, unit)
     growth = runs.get("pipeline:growth", [{}])[0]
     summary["pipeline_growth_rss_mib"] = growth.get("rss_mib", {})
+    summary["dynamodb_requests"] = runs.get("pipeline:dynamodb", [{}])[0]
     return summary
 
 

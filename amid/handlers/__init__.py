@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +11,6 @@ import aiohttp
 
 from amid.aws import AwsClients
 from amid.config import Config, HandlerConfig
-from amid.handlers import console, shell, slack, sns, webhook
 from amid.handlers.base import Handler, HandlerError, Notification
 from amid.metrics import Metrics
 
@@ -28,14 +28,22 @@ class HandlerResources:
 
 Factory = Callable[[Any, Config, HandlerResources], Handler]
 
-REGISTRY: dict[str, Factory] = {
-    "console": console.ConsoleHandler.from_config,
-    "shell": shell.ShellHandler.from_config,
-    "slack": slack.SlackHandler.from_config,
-    "sns": sns.SnsHandler.from_config,
-    "webhook": webhook.WebhookHandler.from_config,
+# type -> (module, class): a module is imported when a config first uses its type, so a
+# daemon with one webhook does not carry the Slack, SNS and shell code in memory.
+REGISTRY: dict[str, tuple[str, str]] = {
+    "console": ("amid.handlers.console", "ConsoleHandler"),
+    "shell": ("amid.handlers.shell", "ShellHandler"),
+    "slack": ("amid.handlers.slack", "SlackHandler"),
+    "sns": ("amid.handlers.sns", "SnsHandler"),
+    "webhook": ("amid.handlers.webhook", "WebhookHandler"),
 }
 
 
+def factory(kind: str) -> Factory:
+    module, name = REGISTRY[kind]
+    built: Factory = getattr(importlib.import_module(module), name).from_config
+    return built
+
+
 def build_handler(handler: HandlerConfig, config: Config, resources: HandlerResources) -> Handler:
-    return REGISTRY[handler.type](handler, config, resources)
+    return factory(handler.type)(handler, config, resources)

@@ -93,9 +93,6 @@ async def deliver(
     following one would hand the headers (tokens) to wherever it points.
     Cancellation (the caller's timeout) propagates; `async with` releases the connection.
     """
-    # The credential in a webhook URL is usually its path (Slack) or its query (a token).
-    parts = urlsplit(url)
-    secrets = [url, parts.path, parts.query, *secrets]
     try:
         async with session.request(
             method,
@@ -108,10 +105,11 @@ async def deliver(
                 return
             raw = await response.content.read(_BODY_EXCERPT_BYTES)
             text = raw.decode("utf-8", "replace")
+            hidden = _secrets(url, secrets)
             if len(raw) == _BODY_EXCERPT_BYTES:
                 # Cut at the limit, the tail could be the start of a secret: drop it.
-                text = text[: -max(len(secret) for secret in secrets)]
-            excerpt = scrub(text, secrets)
+                text = text[: -max(len(secret) for secret in hidden)]
+            excerpt = scrub(text, hidden)
             error = classify_status(response.status, response.headers, what=what, excerpt=excerpt)
             if error is not None:
                 raise error
@@ -127,6 +125,13 @@ async def deliver(
         raise HandlerError(
             f"{method} to {what} failed: {type(exc).__name__}", retryable=True, reason="http_client"
         ) from None
+
+
+def _secrets(url: str, secrets: Iterable[str]) -> list[str]:
+    """What an error text must not show; worked out only when there is an error to show."""
+    # The credential in a webhook URL is usually its path (Slack) or its query (a token).
+    parts = urlsplit(url)
+    return [url, parts.path, parts.query, *secrets]
 
 
 def _describe(exc: aiohttp.ClientConnectionError) -> str:

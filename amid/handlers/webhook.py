@@ -47,6 +47,11 @@ class WebhookHandler:
         self._config = config
         self._url: SecretStr = config.url
         self._headers: dict[str, SecretStr] = dict(config.headers)
+        # Worked out once, not per request.
+        self._configured = frozenset(name.lower() for name in self._headers)
+        self._header_values = {
+            name: value.get_secret_value() for name, value in self._headers.items()
+        }
         self._http = http_session
         self._metrics = metrics
 
@@ -62,9 +67,8 @@ class WebhookHandler:
     def render(self, message: Sendable) -> dict[str, Any]:
         """The request that would be sent, header values masked and the URL left out."""
         body, public, _ = self._request(message)
-        configured = {name.lower() for name in self._headers}
         headers = {
-            name: MASK if name.lower() in configured else value
+            name: MASK if name.lower() in self._configured else value
             for name, value in self._request_headers(public).items()
         }
         return {"method": self._config.method, "headers": headers, "body": body}
@@ -114,7 +118,7 @@ class WebhookHandler:
             body=body.encode("utf-8"),
             headers=self._request_headers(public),
             what="webhook",
-            secrets=[value.get_secret_value() for value in self._headers.values()],
+            secrets=self._header_values.values(),
         )
 
     async def aclose(self) -> None:
@@ -130,11 +134,9 @@ class WebhookHandler:
     def _request_headers(self, public: dict[str, str]) -> dict[str, str]:
         """Configured headers win over the defaults, whatever their case."""
         headers = {
-            name: value
-            for name, value in public.items()
-            if name.lower() not in {configured.lower() for configured in self._headers}
+            name: value for name, value in public.items() if name.lower() not in self._configured
         }
-        headers.update({name: value.get_secret_value() for name, value in self._headers.items()})
+        headers.update(self._header_values)
         return headers
 
     def _body(self, notification: Notification) -> tuple[str, list[str]]:

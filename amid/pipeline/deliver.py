@@ -72,9 +72,12 @@ async def deliver(
     log: Any = None,
 ) -> DeliveryResult:
     """Send with retries; total: returns a result, never raises (cancellation aside)."""
-    log = (log or get_logger()).bind(handler=handler.name)
+    base_log = log or get_logger()
     attempts = 0
     events = message.count if isinstance(message, Digest) else 1  # notifications are per event
+
+    def failing() -> Any:  # bound only when there is something to say
+        return base_log.bind(handler=handler.name)
 
     async def one_try() -> None:
         nonlocal attempts
@@ -84,7 +87,9 @@ async def deliver(
         outcome = "error"
         try:
             async with asyncio.timeout(timeout):
-                await handler.send(replace(message, attempt=attempts))
+                await handler.send(
+                    message if message.attempt == attempts else replace(message, attempt=attempts)
+                )
             outcome = "success"
         except TimeoutError:
             outcome = "timeout"
@@ -92,7 +97,7 @@ async def deliver(
                 f"no answer within {timeout:g}s", retryable=True, reason="timeout"
             ) from None
         except HandlerError as error:
-            log.warning(
+            failing().warning(
                 "handler attempt failed",
                 attempt=attempts,
                 reason=error.reason,
@@ -101,7 +106,7 @@ async def deliver(
             )
             raise
         except Exception as error:
-            log.exception("handler raised unexpectedly", attempt=attempts)
+            failing().exception("handler raised unexpectedly", attempt=attempts)
             raise HandlerError(
                 f"unexpected {type(error).__name__}", retryable=True, reason="unexpected"
             ) from error
@@ -128,7 +133,7 @@ async def deliver(
     except HandlerError as error:
         metrics.notifications.labels(handler.name, "failed").inc(events)
         metrics.notification_failures.labels(handler.name, error.reason).inc(events)
-        log.error(
+        failing().error(
             "notification failed",
             attempt=attempts,
             reason=error.reason,
@@ -139,5 +144,6 @@ async def deliver(
             handler.name, False, attempts, error.reason, error.retryable, error.retry_after
         )
     metrics.notifications.labels(handler.name, "delivered").inc(events)
-    log.debug("notification delivered", attempt=attempts)  # "event handled" says it at info
+    # "event handled" says it at info; below the configured level this call does nothing.
+    base_log.debug("notification delivered", handler=handler.name, attempt=attempts)
     return DeliveryResult(handler.name, True, attempts)

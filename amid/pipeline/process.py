@@ -247,9 +247,9 @@ class Pipeline:
 
         notification = Notification(event, lookup.image)
         batch = _Batch(pending)
-        results = await asyncio.gather(
-            *(self._deliver_one(runtime, name, notification, batch, log) for name in pending)
-        )
+        sends = [self._deliver_one(runtime, name, notification, batch, log) for name in pending]
+        # One handler, the common case, is awaited as it is: gather would make it a task.
+        results = [await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends)
         if all(result.delivered for result in results) and not waiting:
             try:
                 # The last success is recorded together with the done mark: one ledger write.

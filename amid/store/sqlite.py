@@ -7,6 +7,13 @@ operator's sqlite3 shell), that connection answers "busy" at once and the
 transaction moves to a worker thread, which waits up to `busy_timeout`; a
 locked file never blocks the loop. Several processes may share the file:
 claims are taken inside `BEGIN IMMEDIATE` transactions.
+
+Group commit: the calls made within one turn of the event loop (the claims of
+one receive's messages, the records of deliveries that ended together) share
+one transaction, each still atomic on its own: a body that raises is rolled
+back alone (SAVEPOINTs, see `_run_group`) and its caller gets the error, the
+others commit. No caller hears back before the COMMIT, so what a caller was
+told is as durable as before.
 """
 
 from __future__ import annotations
@@ -72,6 +79,8 @@ _CHECKPOINT_EVERY = 1000  # inline commits
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 Body = Callable[[sqlite3.Connection, float], _T]
+# What one body of a group came to: (True, its result) or (False, what it raised).
+_Outcome = tuple[bool, Any]
 
 
 class SqliteLedger:
@@ -93,6 +102,7 @@ class SqliteLedger:
         self._purging: Future[None] | None = None
         self._commits = 0
         self._closed = False
+        self._group: list[tuple[Body[Any], asyncio.Future[Any]]] = []  # for the next commit
 
     @classmethod
     async def open(
@@ -131,40 +141,107 @@ class SqliteLedger:
             raise
         return db
 
-    def _run_transaction(self, db: sqlite3.Connection | None, body: Body[_T]) -> _T:
+    def _run_group(self, db: sqlite3.Connection | None, bodies: list[Body[Any]]) -> list[_Outcome]:
+        """One BEGIN IMMEDIATE ... COMMIT for all `bodies`, each atomic on its own.
+
+        The bodies run one after the other; when none raises (nearly always) that is all.
+        When one raises, the whole transaction is rolled back and run again with a
+        SAVEPOINT per body, so the failing one is rolled back alone and its error is its
+        outcome (the bodies are functions of the file and `now`: the second run sees what
+        the first saw). An error of the transaction itself (busy, I/O, a failed COMMIT)
+        rolls everything back and propagates: no body of the group took effect.
+        """
         if db is None:
             raise LedgerUnavailable("the ledger is closed")
         now = self._clock()
         db.execute("BEGIN IMMEDIATE")
         try:
-            result = body(db, now)
+            try:
+                outcomes: list[_Outcome] = [(True, body(db, now)) for body in bodies]
+            except Exception:
+                if len(bodies) == 1 or not db.in_transaction:
+                    raise
+                db.execute("ROLLBACK")
+                db.execute("BEGIN IMMEDIATE")
+                outcomes = [self._run_savepoint(db, body, now) for body in bodies]
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        return result
+        return outcomes
+
+    def _run_savepoint(self, db: sqlite3.Connection, body: Body[Any], now: float) -> _Outcome:
+        db.execute("SAVEPOINT body")
+        try:
+            result = body(db, now)
+        except Exception as error:
+            if isinstance(error, sqlite3.OperationalError) and (
+                error.sqlite_errorcode in _BUSY_CODES
+            ):
+                raise  # the group as a whole moves to the worker
+            if not db.in_transaction:
+                raise  # sqlite rolled the whole transaction back (I/O error, full disk)
+            db.execute("ROLLBACK TO body")
+            db.execute("RELEASE body")
+            if isinstance(error, sqlite3.Error):
+                error = LedgerUnavailable(f"sqlite ledger {self._path}: {error}")
+            return (False, error)
+        db.execute("RELEASE body")
+        return (True, result)
 
     async def _transact(self, body: Body[_T]) -> _T:
+        """Run `body` in the transaction of the calls made in this turn of the loop."""
         if self._closed:
             raise LedgerUnavailable("the ledger is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_T] = loop.create_future()
+        self._group.append((body, future))
+        if len(self._group) == 1:
+            loop.call_soon(self._commit_group)
+        return await future
+
+    def _commit_group(self) -> None:
+        # A caller cancelled before its turn (shutdown) is left out.
+        group = [(body, future) for body, future in self._group if not future.done()]
+        self._group = []
+        if not group:
+            return
+        bodies = [body for body, _ in group]
+        futures = [future for _, future in group]
         try:
-            result = self._run_transaction(self._inline, body)
+            outcomes = self._run_group(self._inline, bodies)
         except sqlite3.OperationalError as error:
             if error.sqlite_errorcode not in _BUSY_CODES:
-                raise LedgerUnavailable(f"sqlite ledger {self._path}: {error}") from error
+                _fail(futures, LedgerUnavailable(f"sqlite ledger {self._path}: {error}"))
+                return
         except sqlite3.Error as error:
-            raise LedgerUnavailable(f"sqlite ledger {self._path}: {error}") from error
+            _fail(futures, LedgerUnavailable(f"sqlite ledger {self._path}: {error}"))
+            return
+        except Exception as error:  # noqa: BLE001 - the closed ledger's LedgerUnavailable
+            _fail(futures, error)
+            return
         else:
+            _settle(futures, outcomes)
             self._purge_when_due()
-            return result
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(
-                self._executor, self._run_transaction, self._waiting, body
-            )
-        except sqlite3.Error as error:
-            raise LedgerUnavailable(f"sqlite ledger {self._path}: {error}") from error
+            return
+        # Another connection holds the lock: the worker waits for it, the loop does not.
+        waiting = asyncio.get_running_loop().run_in_executor(
+            self._executor, self._run_group, self._waiting, bodies
+        )
+        waiting.add_done_callback(lambda done: self._settle_waited(futures, done))
+
+    def _settle_waited(self, futures: list[asyncio.Future[Any]], done: asyncio.Future[Any]) -> None:
+        if done.cancelled():
+            _fail(futures, LedgerUnavailable("the ledger is closed"))
+            return
+        error = done.exception()
+        if isinstance(error, sqlite3.Error):
+            error = LedgerUnavailable(f"sqlite ledger {self._path}: {error}")
+        if error is not None:
+            _fail(futures, error)
+            return
+        _settle(futures, done.result())
 
     def _purge_when_due(self) -> None:
         """After an inline commit: now and then, purge and checkpoint on the worker."""
@@ -289,6 +366,8 @@ class SqliteLedger:
         if self._closed:
             return
         self._closed = True
+        if self._group:
+            self._commit_group()  # calls made just before the close still get their answer
         inline, waiting = self._inline, self._waiting
         self._inline = self._waiting = None
 
@@ -435,3 +514,20 @@ def _read_expectation(db: sqlite3.Connection, name: str) -> ExpectationState | N
         ended_told=frozenset(json.loads(ended_told)),
         ended_recovered=frozenset(json.loads(ended_recovered)),
     )
+
+
+def _settle(futures: list[asyncio.Future[Any]], outcomes: list[_Outcome]) -> None:
+    for future, (ok, value) in zip(futures, outcomes, strict=True):
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+def _fail(futures: list[asyncio.Future[Any]], error: BaseException) -> None:
+    """`error` for every caller: a group of one gets its body's own (a LeaseLost stays one)."""
+    for index, future in enumerate(futures):
+        if not future.done():
+            future.set_exception(error if index == 0 else LedgerUnavailable(str(error)))
