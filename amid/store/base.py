@@ -12,7 +12,7 @@ everything, and replicas sharing a dynamodb table share all of it.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
@@ -188,6 +188,40 @@ class ExpectationStore(Protocol):
     ) -> None:
         """`handler` was told `status` in `episode` (open or ended); else nothing happens."""
         ...
+
+
+ExpectationStep = Callable[[ExpectationState], ExpectationState]
+
+
+class ExpectationSteps:
+    """`ExpectationStore`'s writes, each a pure step of `ExpectationState`; a backend
+    supplies only `_change_expectation`, which applies one step atomically."""
+
+    async def _change_expectation(
+        self, name: str, started: float | None, step: ExpectationStep
+    ) -> ExpectationState:
+        """Read, step and write back atomically; created with its clock at `started` (or
+        the store's now) when new."""
+        raise NotImplementedError
+
+    async def start_expectation(self, name: str, now: float) -> ExpectationState:
+        return await self._change_expectation(name, now, lambda state: state)
+
+    async def saw_expected(self, name: str, at: float, now: float) -> None:
+        await self._change_expectation(name, now, lambda state: state.seen(at))
+
+    async def open_episode(self, name: str, episode: float) -> ExpectationState:
+        return await self._change_expectation(name, None, lambda state: state.opened(episode))
+
+    async def close_episode(self, name: str, episode: float) -> ExpectationState:
+        return await self._change_expectation(name, None, lambda state: state.closed(episode))
+
+    async def mark_told(
+        self, name: str, episode: float, status: NoticeStatus, handler: str
+    ) -> None:
+        await self._change_expectation(
+            name, None, lambda state: state.marked(episode, status, handler)
+        )
 
 
 class Store(Ledger, ImageMemory, ExpectationStore, Protocol):

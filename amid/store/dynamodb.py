@@ -71,9 +71,9 @@ from amid.logs import get_logger
 from amid.store.base import (
     Claim,
     ExpectationState,
+    ExpectationSteps,
     LeaseLost,
     LedgerUnavailable,
-    NoticeStatus,
 )
 
 EVENT_SK = "event"
@@ -171,7 +171,7 @@ def _string_set(item: Mapping[str, Any], name: str) -> frozenset[str]:
     return frozenset(attribute["SS"]) if attribute else frozenset()
 
 
-class DynamoLedger:
+class DynamoLedger(ExpectationSteps):
     """The shared ledger for several replicas; `client` is an aiobotocore DynamoDB client.
 
     The client belongs to the caller (normally `AwsClients`), which closes it.
@@ -547,25 +547,6 @@ class DynamoLedger:
     async def expectation(self, name: str) -> ExpectationState | None:
         state, _ = await self._read_expectation(name)
         return state
-
-    async def start_expectation(self, name: str, now: float) -> ExpectationState:
-        return await self._change_expectation(name, now, lambda state: state)
-
-    async def saw_expected(self, name: str, at: float, now: float) -> None:
-        await self._change_expectation(name, now, lambda state: state.seen(at))
-
-    async def open_episode(self, name: str, episode: float) -> ExpectationState:
-        return await self._change_expectation(name, None, lambda state: state.opened(episode))
-
-    async def close_episode(self, name: str, episode: float) -> ExpectationState:
-        return await self._change_expectation(name, None, lambda state: state.closed(episode))
-
-    async def mark_told(
-        self, name: str, episode: float, status: NoticeStatus, handler: str
-    ) -> None:
-        await self._change_expectation(
-            name, None, lambda state: state.marked(episode, status, handler)
-        )
 
     async def _change_expectation(
         self,

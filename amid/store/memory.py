@@ -9,7 +9,13 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from amid.store.base import Claim, ExpectationState, LeaseLost, NoticeStatus
+from amid.store.base import (
+    Claim,
+    ExpectationState,
+    ExpectationStep,
+    ExpectationSteps,
+    LeaseLost,
+)
 
 
 @dataclass(slots=True)
@@ -21,7 +27,7 @@ class _Record:
     delivered: set[str] = field(default_factory=set)
 
 
-class MemoryLedger:
+class MemoryLedger(ExpectationSteps):
     """Keeps at most `max_events` events (oldest dropped first) for `ttl` seconds."""
 
     def __init__(
@@ -126,27 +132,11 @@ class MemoryLedger:
     async def expectation(self, name: str) -> ExpectationState | None:
         return self._expectations.get(name)
 
-    async def start_expectation(self, name: str, now: float) -> ExpectationState:
-        return self._expectations.setdefault(name, ExpectationState(name, started=now))
-
-    async def saw_expected(self, name: str, at: float, now: float) -> None:
-        state = await self.start_expectation(name, now)
-        self._expectations[name] = state.seen(at)
-
-    async def open_episode(self, name: str, episode: float) -> ExpectationState:
-        return self._change(name, lambda state: state.opened(episode))
-
-    async def close_episode(self, name: str, episode: float) -> ExpectationState:
-        return self._change(name, lambda state: state.closed(episode))
-
-    async def mark_told(
-        self, name: str, episode: float, status: NoticeStatus, handler: str
-    ) -> None:
-        self._change(name, lambda state: state.marked(episode, status, handler))
-
-    def _change(
-        self, name: str, step: Callable[[ExpectationState], ExpectationState]
+    async def _change_expectation(
+        self, name: str, started: float | None, step: ExpectationStep
     ) -> ExpectationState:
-        state = self._expectations.get(name) or ExpectationState(name, round(self._clock(), 3))
+        state = self._expectations.get(name) or ExpectationState(
+            name, started=round(self._clock(), 3) if started is None else started
+        )
         self._expectations[name] = state = step(state)
         return state

@@ -31,9 +31,9 @@ from typing import Any, TypeVar
 from amid.store.base import (
     Claim,
     ExpectationState,
+    ExpectationSteps,
     LeaseLost,
     LedgerUnavailable,
-    NoticeStatus,
 )
 
 _T = TypeVar("_T")
@@ -83,7 +83,7 @@ Body = Callable[[sqlite3.Connection, float], _T]
 _Outcome = tuple[bool, Any]
 
 
-class SqliteLedger:
+class SqliteLedger(ExpectationSteps):
     def __init__(
         self,
         path: Path,
@@ -435,25 +435,6 @@ class SqliteLedger:
 
     async def expectation(self, name: str) -> ExpectationState | None:
         return await self._transact(lambda db, now: _read_expectation(db, name))
-
-    async def start_expectation(self, name: str, now: float) -> ExpectationState:
-        return await self._change_expectation(name, now, lambda state: state)
-
-    async def saw_expected(self, name: str, at: float, now: float) -> None:
-        await self._change_expectation(name, now, lambda state: state.seen(at))
-
-    async def open_episode(self, name: str, episode: float) -> ExpectationState:
-        return await self._change_expectation(name, None, lambda state: state.opened(episode))
-
-    async def close_episode(self, name: str, episode: float) -> ExpectationState:
-        return await self._change_expectation(name, None, lambda state: state.closed(episode))
-
-    async def mark_told(
-        self, name: str, episode: float, status: NoticeStatus, handler: str
-    ) -> None:
-        await self._change_expectation(
-            name, None, lambda state: state.marked(episode, status, handler)
-        )
 
     async def _change_expectation(
         self,
