@@ -45,7 +45,7 @@ AMID = ROOT / ".venv" / "bin" / "amid"
 PY_SPY = ROOT / ".venv" / "bin" / "py-spy"
 KINDS = ("limit", "limit_post", "amid", "peer")
 LABELS = {"limit": "limit", "limit_post": "limit+POST", "amid": "amid", "peer": "peer"}
-DEFAULT_VARIANTS = ("amid",)  # of VARIANTS below
+DEFAULT_VARIANTS = ("amid", "amid+features")  # of VARIANTS below
 POLLERS = 2  # amid's default, given to the limit and the peer too
 MAX_IN_FLIGHT = 64  # amid's default
 
@@ -160,16 +160,13 @@ def receiver() -> Iterator[tuple[str, int]]:
 # `python -m bench --variants` names it, and the report shows its cost against "amid".
 VARIANTS: dict[str, dict[str, Any]] = {
     "amid": {},
-    # HOOK (digests, expectations; SPEC 3b/3c): the burst with one digest handler and one
-    # expectation configured. Runs once both features have merged:
-    #   python -m bench --variants amid,amid+features
-    # and the report adds its events/s, its ratio to amid and its extra CPU per 1,000
-    # events. The digest handler matches no event of the burst (the producer sends no
-    # `pending` state), so what it costs is being configured: routing, and whatever the
-    # digest stage does per event; the expectation matches the burst's `available`
-    # events (a quarter of them), so its per-event bookkeeping is in the figure. A digest
-    # that matched the burst would measure its `wait` (events are held until their group
-    # is sent, within max_in_flight), not its cost.
+    # The burst with one digest handler and one expectation configured (SPEC 3b/3c): the
+    # report adds its events/s, its ratio to amid and its extra CPU per 1,000 events. The
+    # digest handler matches no event of the burst (the producer sends no `pending` state),
+    # so what it costs is being configured: routing, and whatever the digest stage does per
+    # event; the expectation matches the burst's `available` events (a quarter of them), so
+    # its per-event bookkeeping is in the figure. A digest that matched the burst would
+    # measure its `wait` (events are held until their group is sent), not its cost.
     "amid+features": {
         "handlers": [
             {
