@@ -34,8 +34,8 @@ from amid.metrics import Metrics
 from amid.pipeline.process import Pipeline, Runtime
 from amid.pipeline.routing import Router
 from amid.store.base import Ledger
-from amid.store.memory import MemoryLedger
-from amid.store.sqlite import SqliteLedger
+from amid.store.memory import MemoryStore
+from amid.store.sqlite import SqliteStore
 from bench.common import burst_bodies, proc_sample
 
 CONFIG = """
@@ -108,16 +108,16 @@ async def run_events(
 async def cost(events: int, directory: Path) -> dict[str, Any]:
     bodies = burst_bodies(events, 0.2, seed=3)
     results: dict[str, Any] = {}
-    await run_events(MemoryLedger(3600.0), bodies[: min(500, events)])  # warm caches
-    memory = MemoryLedger(7 * 86400.0)
+    await run_events(MemoryStore(3600.0), bodies[: min(500, events)])  # warm caches
+    memory = MemoryStore(7 * 86400.0)
     results["memory"] = await run_events(memory, bodies)
-    sqlite = await SqliteLedger.open(directory / "cost.sqlite3", 7 * 86400.0)
+    sqlite = await SqliteStore.open(directory / "cost.sqlite3", 7 * 86400.0)
     try:
         results["sqlite"] = await run_events(sqlite, bodies)
     finally:
         await sqlite.aclose()
     # As the daemon sees them: the 10 messages of a receive in flight together (group commit).
-    batched = await SqliteLedger.open(directory / "cost-batched.sqlite3", 7 * 86400.0)
+    batched = await SqliteStore.open(directory / "cost-batched.sqlite3", 7 * 86400.0)
     try:
         results["sqlite_batched"] = await run_events(batched, bodies, batch=10)
     finally:
@@ -133,7 +133,7 @@ async def growth(events: int, directory: Path) -> dict[str, Any]:
         if done in marks:
             rss[str(done)] = proc_sample(os.getpid()).rss / 2**20
 
-    sqlite = await SqliteLedger.open(directory / "growth.sqlite3", 7 * 86400.0)
+    sqlite = await SqliteStore.open(directory / "growth.sqlite3", 7 * 86400.0)
     try:
         result = await run_events(sqlite, burst_bodies(events, 0.2, seed=5), on_progress)
     finally:
@@ -149,7 +149,7 @@ async def dynamodb(events: int, directory: Path) -> dict[str, Any]:
     """
     from aiobotocore.session import get_session
 
-    from amid.store.dynamodb import DynamoLedger, create_table
+    from amid.store.dynamodb import DynamoStore, create_table
     from bench.common import AWS_ENV, REGION
     from tests.moto_server import MotoServer
 
@@ -173,7 +173,7 @@ async def dynamodb(events: int, directory: Path) -> dict[str, Any]:
                 sent.clear()
                 logged = _moto_requests(server.log)
                 bodies = burst_bodies(events, 0.2, seed=11 + batch)
-                ledger = DynamoLedger(client, "bench", 7 * 86400.0)
+                ledger = DynamoStore(client, "bench", 7 * 86400.0)
                 result = await run_events(ledger, bodies, batch=batch)
                 total = sum(sent.values())
                 await asyncio.sleep(1.0)  # moto's log is written after each response

@@ -18,7 +18,7 @@ from amid.config import DigestConfig, RetryConfig
 from amid.handlers.base import Digest, HandlerError, Notification, Sendable
 from amid.metrics import Metrics
 from amid.pipeline.batch import Batcher, GroupKey, Groups, Member, Target, group_values
-from amid.store.memory import MemoryLedger
+from amid.store.memory import MemoryStore
 from tests.handlers.conftest import seed_event
 
 WAIT = 30.0
@@ -223,12 +223,12 @@ def notification(number: int, state: str = "deregistered") -> Notification:
 
 
 @pytest.fixture
-async def ledger() -> MemoryLedger:
-    return MemoryLedger(ttl=3600)
+async def ledger() -> MemoryStore:
+    return MemoryStore(ttl=3600)
 
 
 @pytest.fixture
-async def batcher(ledger: MemoryLedger) -> AsyncIterator[Batcher]:
+async def batcher(ledger: MemoryStore) -> AsyncIterator[Batcher]:
     stage = Batcher(ledger=ledger, metrics=Metrics(), owner=OWNER, budget=64)
     yield stage
     await stage.aclose()
@@ -239,7 +239,7 @@ def target(handler: Recorder, **digest: Any) -> Target:
 
 
 async def submit_all(
-    batcher: Batcher, ledger: MemoryLedger, to: Target, notes: list[Notification]
+    batcher: Batcher, ledger: MemoryStore, to: Target, notes: list[Notification]
 ) -> list[asyncio.Task[Any]]:
     for note in notes:
         assert await ledger.claim(note.event.id, OWNER, 60) is not None
@@ -250,7 +250,7 @@ async def submit_all(
 
 class TestBatcher:
     async def test_a_full_group_is_one_digest_recorded_for_every_event(
-        self, batcher: Batcher, ledger: MemoryLedger
+        self, batcher: Batcher, ledger: MemoryStore
     ) -> None:
         handler = Recorder()
         notes = [notification(n) for n in range(3)]
@@ -269,7 +269,7 @@ class TestBatcher:
             assert claim is not None and claim.delivered == {"digest-slack"}
 
     async def test_a_group_of_one_is_sent_as_the_single_event_message(
-        self, ledger: MemoryLedger
+        self, ledger: MemoryStore
     ) -> None:
         clock = Clock()
         stage = Batcher(ledger=ledger, metrics=Metrics(), owner=OWNER, budget=64, clock=clock)
@@ -284,7 +284,7 @@ class TestBatcher:
         assert [type(m) for m in handler.sent] == [Notification]
 
     async def test_a_failed_digest_is_retried_whole_then_fails_every_event(
-        self, batcher: Batcher, ledger: MemoryLedger
+        self, batcher: Batcher, ledger: MemoryStore
     ) -> None:
         handler = Recorder(failures=3)
         notes = [notification(n) for n in range(2)]
@@ -297,7 +297,7 @@ class TestBatcher:
         assert claim is not None and claim.delivered == frozenset()
 
     async def test_drain_sends_every_gathered_group_at_once(
-        self, batcher: Batcher, ledger: MemoryLedger
+        self, batcher: Batcher, ledger: MemoryStore
     ) -> None:
         handler = Recorder()
         notes = [notification(1), notification(2, "failed"), notification(3)]
@@ -308,7 +308,7 @@ class TestBatcher:
         assert sorted(getattr(m, "count", 1) for m in handler.sent) == [1, 2]
 
     async def test_relieve_sends_the_oldest_group(
-        self, batcher: Batcher, ledger: MemoryLedger
+        self, batcher: Batcher, ledger: MemoryStore
     ) -> None:
         handler = Recorder()
         first = await submit_all(batcher, ledger, target(handler, wait=3600), [notification(1)])
@@ -322,7 +322,7 @@ class TestBatcher:
         await asyncio.wait_for(later[0], 10)
 
     async def test_a_removed_handler_hands_its_events_back_unsent(
-        self, batcher: Batcher, ledger: MemoryLedger
+        self, batcher: Batcher, ledger: MemoryStore
     ) -> None:
         handler = Recorder()
         tasks = await submit_all(batcher, ledger, target(handler), [notification(1)])
@@ -332,7 +332,7 @@ class TestBatcher:
         assert handler.sent == []
 
     async def test_a_lost_lease_fails_only_that_event(
-        self, batcher: Batcher, ledger: MemoryLedger
+        self, batcher: Batcher, ledger: MemoryStore
     ) -> None:
         handler = Recorder()
         notes = [notification(n) for n in range(3)]
@@ -344,7 +344,7 @@ class TestBatcher:
         assert results[1].reason == "ledger_unavailable"
 
     async def test_a_cancelled_waiting_event_leaves_its_group(
-        self, batcher: Batcher, ledger: MemoryLedger
+        self, batcher: Batcher, ledger: MemoryStore
     ) -> None:
         handler = Recorder()
         notes = [notification(1), notification(2)]

@@ -12,11 +12,11 @@ from amid.handlers.base import Notification
 from amid.metrics import Metrics
 from amid.pipeline.process import Pipeline, Runtime
 from amid.pipeline.routing import Router
-from amid.store.memory import MemoryLedger
+from amid.store.memory import MemoryStore
 from amid.tools.offline import synthetic_event
 
 
-class SpyLedger(MemoryLedger):
+class SpyLedger(MemoryStore):
     """The memory ledger, noting every write: a unit test of the stage, not of a store."""
 
     def __init__(self) -> None:

@@ -119,7 +119,7 @@ async def test_concurrent_deletes_share_one_batch_call_and_per_entry_failures_ar
 
 def test_redelivery_delay_doubles_per_receive_and_is_capped():
     from amid.pipeline.process import Pipeline
-    from amid.store.memory import MemoryLedger
+    from amid.store.memory import MemoryStore
 
     config = make_config("http://127.0.0.1:1/1/q", "http://127.0.0.1:1", hook_handler(Path("x")))
     config = config.model_copy(
@@ -133,6 +133,6 @@ def test_redelivery_delay_doubles_per_receive_and_is_capped():
             )
         }
     )
-    pipeline = Pipeline(ledger=MemoryLedger(60), metrics=Metrics(), owner="o", lease=30)
+    pipeline = Pipeline(ledger=MemoryStore(60), metrics=Metrics(), owner="o", lease=30)
     delays = [pipeline.redelivery_delay(config, count) for count in (1, 2, 3, 5, 6, 9)]
     assert delays == [10, 20, 40, 160, 300, 300]

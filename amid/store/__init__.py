@@ -14,8 +14,8 @@ from amid.store.base import (
     LedgerUnavailable,
     Store,
 )
-from amid.store.memory import MemoryLedger
-from amid.store.sqlite import SqliteLedger
+from amid.store.memory import MemoryStore
+from amid.store.sqlite import SqliteStore
 
 __all__ = [
     "Claim",
@@ -33,10 +33,10 @@ __all__ = [
 async def open_store(config: DedupeConfig, aws: AwsClients, region: str | None) -> Store:
     """Open the configured backend; raises LedgerUnavailable when it cannot be used."""
     if config.backend == "memory":
-        return MemoryLedger(config.ttl, config.memory_max_events)
+        return MemoryStore(config.ttl, config.memory_max_events)
     if config.backend == "sqlite":
-        return await SqliteLedger.open(config.path, config.ttl)
-    from amid.store.dynamodb import DynamoLedger
+        return await SqliteStore.open(config.path, config.ttl)
+    from amid.store.dynamodb import DynamoStore
 
     client = await aws.client("dynamodb", region=region)
-    return DynamoLedger(client, config.table, config.ttl)
+    return DynamoStore(client, config.table, config.ttl)

@@ -1,4 +1,4 @@
-"""DynamoDB ledger: one table shared by every replica, on every host.
+"""DynamoDB store: one table shared by every replica, on every host.
 
 Table layout (partition key `pk`, sort key `sk`, both strings; on-demand
 capacity; DynamoDB TTL on `expires_at`):
@@ -171,7 +171,7 @@ def _string_set(item: Mapping[str, Any], name: str) -> frozenset[str]:
     return frozenset(attribute["SS"]) if attribute else frozenset()
 
 
-class DynamoLedger(ExpectationSteps):
+class DynamoStore(ExpectationSteps):
     """The shared ledger for several replicas; `client` is an aiobotocore DynamoDB client.
 
     The client belongs to the caller (normally `AwsClients`), which closes it.

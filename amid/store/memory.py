@@ -1,4 +1,4 @@
-"""In-process ledger: fast, bounded, forgotten on restart."""
+"""In-process store: fast, bounded, forgotten on restart."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class _Record:
     delivered: set[str] = field(default_factory=set)
 
 
-class MemoryLedger(ExpectationSteps):
+class MemoryStore(ExpectationSteps):
     """Keeps at most `max_events` events (oldest dropped first) for `ttl` seconds."""
 
     def __init__(

@@ -1,4 +1,4 @@
-"""SQLite ledger: the default; survives restarts of a single host.
+"""SQLite store: the default; survives restarts of a single host.
 
 Statements run on the event loop when the file is free: with WAL and
 synchronous=NORMAL a transaction takes microseconds and never waits for the
@@ -83,7 +83,7 @@ Body = Callable[[sqlite3.Connection, float], _T]
 _Outcome = tuple[bool, Any]
 
 
-class SqliteLedger(ExpectationSteps):
+class SqliteStore(ExpectationSteps):
     def __init__(
         self,
         path: Path,
@@ -107,7 +107,7 @@ class SqliteLedger(ExpectationSteps):
     @classmethod
     async def open(
         cls, path: Path, ttl: float, clock: Callable[[], float] = time.time
-    ) -> SqliteLedger:
+    ) -> SqliteStore:
         """Open (creating the file and schema); raises LedgerUnavailable if the path is unusable."""
         ledger = cls(path, ttl, clock)
         try:

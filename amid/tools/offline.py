@@ -27,7 +27,7 @@ from amid.pipeline.enrich import NOT_ASKED, ImageEnricher
 from amid.pipeline.process import Outcome, Pipeline, Runtime
 from amid.pipeline.routing import Router
 from amid.store import Store, open_store
-from amid.store.memory import MemoryLedger
+from amid.store.memory import MemoryStore
 
 
 def synthetic_event(
@@ -167,7 +167,7 @@ async def replay(run: OfflineRun, bodies: Iterable[str], *, use_dedupe: bool) ->
             run.config.dedupe, run.resources.aws, run.config.queue.resolved_region
         )
     else:
-        ledger = MemoryLedger(run.config.dedupe.ttl)
+        ledger = MemoryStore(run.config.dedupe.ttl)
     enricher = (
         ImageEnricher.from_config(run.config, run.resources.aws, memory=ledger)
         if run.config.enrich.describe_images

@@ -11,19 +11,19 @@ from amid.metrics import Metrics
 from amid.pipeline.process import Pipeline, Runtime
 from amid.pipeline.routing import Router
 from amid.store.base import LedgerUnavailable
-from amid.store.memory import MemoryLedger
+from amid.store.memory import MemoryStore
 from amid.tools.offline import synthetic_event
 from tests.expectations.test_watch import NIGHTLY, console, runtime
 
 
-class FailingExpectations(MemoryLedger):
+class FailingExpectations(MemoryStore):
     """The memory store whose expectation writes fail (a unit test of the stage)."""
 
     async def saw_expected(self, name: str, at: float, now: float) -> None:
         raise LedgerUnavailable("expectation state unavailable")
 
 
-def pipeline(store: MemoryLedger) -> Pipeline:
+def pipeline(store: MemoryStore) -> Pipeline:
     metrics = Metrics()
     watcher = Watcher(store, metrics, owner="me", lease=30)
     return Pipeline(ledger=store, metrics=metrics, owner="me", lease=30, watcher=watcher)
@@ -41,7 +41,7 @@ def epoch(time: str) -> float:
 
 
 async def test_a_matching_event_moves_the_clock_to_its_time() -> None:
-    store = MemoryLedger(ttl=3600)
+    store = MemoryStore(ttl=3600)
     handler, _ = console()
     outcome = await pipeline(store).process(
         json.dumps(event_at("2026-01-01T10:00:00Z")), runtime([NIGHTLY], {"ops": handler})
@@ -52,7 +52,7 @@ async def test_a_matching_event_moves_the_clock_to_its_time() -> None:
 
 
 async def test_a_duplicate_copy_changes_nothing() -> None:
-    store = MemoryLedger(ttl=3600)
+    store = MemoryStore(ttl=3600)
     handler, _ = console()
     road = pipeline(store)
     run = runtime([NIGHTLY], {"ops": handler})
@@ -67,7 +67,7 @@ async def test_a_duplicate_copy_changes_nothing() -> None:
 
 
 async def test_an_event_matching_an_expectation_and_no_handler_is_deleted() -> None:
-    store = MemoryLedger(ttl=3600)
+    store = MemoryStore(ttl=3600)
     handler, out = console()
     run = runtime([NIGHTLY], {"ops": handler})
     run = Runtime(run.config, Router([]), {}, run.expectations)  # no handler matches anything
@@ -89,7 +89,7 @@ async def test_when_the_store_cannot_take_the_event_the_message_stays_and_no_han
 
 
 async def test_an_event_the_expectation_does_not_match_leaves_its_clock_alone() -> None:
-    store = MemoryLedger(ttl=3600)
+    store = MemoryStore(ttl=3600)
     handler, _ = console()
     failed = event_at("2026-01-01T10:00:00Z")
     failed["detail"]["State"] = "failed"

@@ -24,7 +24,7 @@ from amid.metrics import Metrics
 from amid.pipeline.decode import decode
 from amid.pipeline.process import Runtime
 from amid.pipeline.routing import Router
-from amid.store.memory import MemoryLedger
+from amid.store.memory import MemoryStore
 from amid.tools.offline import synthetic_event
 from tests.store.conftest import FakeClock
 
@@ -86,8 +86,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def store(clock: FakeClock) -> MemoryLedger:
-    return MemoryLedger(ttl=3600, clock=clock)
+def store(clock: FakeClock) -> MemoryStore:
+    return MemoryStore(ttl=3600, clock=clock)
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ def metrics() -> Metrics:
 
 
 @pytest.fixture
-def watcher(store: MemoryLedger, metrics: Metrics, clock: FakeClock) -> Watcher:
+def watcher(store: MemoryStore, metrics: Metrics, clock: FakeClock) -> Watcher:
     return Watcher(store, metrics, owner="me", lease=30, clock=clock)
 
 
@@ -136,7 +136,7 @@ def sent(metrics: Metrics, handler: str, status: str) -> float:
 
 class TestOverdue:
     async def test_the_first_wake_starts_the_clock_and_sleeps_until_due(
-        self, watcher: Watcher, store: MemoryLedger, metrics: Metrics
+        self, watcher: Watcher, store: MemoryStore, metrics: Metrics
     ) -> None:
         handler, out = console()
         wake = await watcher.check_all(runtime([NIGHTLY], {"ops": handler}))
@@ -183,7 +183,7 @@ class TestOverdue:
         assert wake == pytest.approx(clock() + 15, abs=1)  # the event's time, to the second
 
     async def test_an_event_matching_no_expectation_changes_nothing(
-        self, watcher: Watcher, store: MemoryLedger, clock: FakeClock
+        self, watcher: Watcher, store: MemoryStore, clock: FakeClock
     ) -> None:
         handler, _ = console()
         run = runtime([NIGHTLY], {"ops": handler})
@@ -240,7 +240,7 @@ class TestFailedSends:
 
 class TestAcrossRestartsAndReplicas:
     async def test_a_notice_recorded_in_the_ledger_but_not_marked_is_not_sent_again(
-        self, watcher: Watcher, store: MemoryLedger, clock: FakeClock
+        self, watcher: Watcher, store: MemoryStore, clock: FakeClock
     ) -> None:
         # A crash after the ledger recorded the send, before the expectation state was marked.
         handler, out = console()
@@ -258,7 +258,7 @@ class TestAcrossRestartsAndReplicas:
         assert state is not None and state.told == {"ops"}
 
     async def test_while_another_replica_holds_the_notice_nothing_is_sent(
-        self, watcher: Watcher, store: MemoryLedger, clock: FakeClock
+        self, watcher: Watcher, store: MemoryStore, clock: FakeClock
     ) -> None:
         handler, out = console()
         run = runtime([NIGHTLY], {"ops": handler})
@@ -270,7 +270,7 @@ class TestAcrossRestartsAndReplicas:
         assert wake > clock()
 
     async def test_two_watchers_on_one_store_tell_each_handler_once(
-        self, store: MemoryLedger, clock: FakeClock
+        self, store: MemoryStore, clock: FakeClock
     ) -> None:
         handler, out = console()
         run = runtime([NIGHTLY], {"ops": handler})

@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 from amid.aws import AssumeRoleFailed, AwsClients
 from amid.config import parse_config
 from amid.pipeline.enrich import ImageEnricher, ImageLookup, classify, role_for, settle
-from amid.store.memory import MemoryLedger
+from amid.store.memory import MemoryStore
 from tests.handlers.conftest import Receiver
 from tests.images import OTHER_ACCOUNT, OWN_ACCOUNT, ROLE_TEMPLATE, ec2_in, make_image, role_arn
 
@@ -144,7 +144,7 @@ class TestMemory:
         self, aws: AwsClients, moto_url: str, image_id: str
     ) -> None:
         clock = Clock()
-        memory = MemoryLedger(ttl=DAY, clock=clock)
+        memory = MemoryStore(ttl=DAY, clock=clock)
         enricher = ImageEnricher(
             aws, call_timeout=MOTO_PATIENCE, endpoint_url=moto_url, memory=memory, remember=30 * DAY
         )
@@ -159,7 +159,7 @@ class TestMemory:
     async def test_a_deregistered_image_is_answered_from_memory_marked_remembered(
         self, aws: AwsClients, moto_url: str, ec2: Any, image_id: str
     ) -> None:
-        memory = MemoryLedger(ttl=DAY)
+        memory = MemoryStore(ttl=DAY)
         enricher = ImageEnricher(
             aws,
             call_timeout=MOTO_PATIENCE,
@@ -179,7 +179,7 @@ class TestMemory:
     async def test_remember_zero_keeps_nothing(
         self, aws: AwsClients, moto_url: str, image_id: str
     ) -> None:
-        memory = MemoryLedger(ttl=DAY)
+        memory = MemoryStore(ttl=DAY)
         enricher = ImageEnricher(
             aws, call_timeout=MOTO_PATIENCE, endpoint_url=moto_url, memory=memory, remember=0
         )
@@ -233,7 +233,7 @@ class TestFailures:
     async def test_templates_still_get_the_remembered_facts_when_ec2_is_unavailable(
         self, aws: AwsClients, closed_port_url: str
     ) -> None:
-        memory = MemoryLedger(ttl=DAY)
+        memory = MemoryStore(ttl=DAY)
         await memory.remember(REGION, "ami-0123456789abcdef0", {"name": "prod-web"}, DAY)
         enricher = ImageEnricher(aws, endpoint_url=closed_port_url, memory=memory, remember=DAY)
         lookup = await enricher.lookup("ami-0123456789abcdef0", REGION)
@@ -304,7 +304,7 @@ async def test_the_settings_come_from_the_config(aws: AwsClients) -> None:
         "handlers: [{name: c, type: console}]\n",
         env={},
     )
-    enricher = ImageEnricher.from_config(config, aws, memory=MemoryLedger(ttl=DAY))
+    enricher = ImageEnricher.from_config(config, aws, memory=MemoryStore(ttl=DAY))
     assert (enricher._ttl, enricher._remember) == (300, 7 * DAY)
     assert enricher._role_arn == "arn:aws:iam::{{ account }}:role/r"
     await enricher.aclose()

@@ -11,9 +11,9 @@ import pytest
 from aiobotocore.session import get_session
 
 from amid.store.base import Ledger
-from amid.store.dynamodb import DynamoLedger, create_table
-from amid.store.memory import MemoryLedger
-from amid.store.sqlite import SqliteLedger
+from amid.store.dynamodb import DynamoStore, create_table
+from amid.store.memory import MemoryStore
+from amid.store.sqlite import SqliteStore
 from tests.conftest import REGION
 
 TABLE = "amid-dedupe-test"
@@ -63,7 +63,7 @@ async def _store(
     stack: contextlib.AsyncExitStack,
 ) -> Store:
     if name == "memory":
-        memory = MemoryLedger(ttl=TTL, clock=clock)
+        memory = MemoryStore(ttl=TTL, clock=clock)
 
         async def open_memory() -> Ledger:
             return memory
@@ -73,7 +73,7 @@ async def _store(
         path = tmp_path / "dedupe.sqlite3"
 
         async def open_sqlite() -> Ledger:
-            return await SqliteLedger.open(path, ttl=TTL, clock=clock)
+            return await SqliteStore.open(path, ttl=TTL, clock=clock)
 
         return Store(name, open_sqlite)
     # A sync fixture: async ones cannot be requested from inside a running fixture.
@@ -84,7 +84,7 @@ async def _store(
     await create_table(client, TABLE)
 
     async def open_dynamodb() -> Ledger:
-        return DynamoLedger(client, TABLE, ttl=TTL, clock=clock)
+        return DynamoStore(client, TABLE, ttl=TTL, clock=clock)
 
     return Store(name, open_dynamodb)
 

@@ -17,7 +17,7 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from amid.store.base import Claim, LedgerUnavailable
-from amid.store.dynamodb import DynamoLedger, create_table
+from amid.store.dynamodb import DynamoStore, create_table
 from tests.conftest import REGION
 from tests.moto_server import free_port
 from tests.store.conftest import LEASE, TABLE, TTL, FakeClock
@@ -115,8 +115,8 @@ async def moto_client(client_for: ClientFactory, moto_url: str) -> Any:
     return client
 
 
-def quick_ledger(client: Any, clock: FakeClock | None = None, attempts: int = 5) -> DynamoLedger:
-    return DynamoLedger(
+def quick_ledger(client: Any, clock: FakeClock | None = None, attempts: int = 5) -> DynamoStore:
+    return DynamoStore(
         client,
         TABLE,
         TTL,

@@ -16,22 +16,22 @@ from pathlib import Path
 import pytest
 
 from amid.store.base import LeaseLost, LedgerUnavailable
-from amid.store.sqlite import SqliteLedger
+from amid.store.sqlite import SqliteStore
 
 TTL = 3600.0
 LEASE = 30.0
 
 
 @contextlib.asynccontextmanager
-async def opened(path: Path) -> AsyncIterator[SqliteLedger]:
-    ledger = await SqliteLedger.open(path, TTL)
+async def opened(path: Path) -> AsyncIterator[SqliteStore]:
+    ledger = await SqliteStore.open(path, TTL)
     try:
         yield ledger
     finally:
         await ledger.aclose()
 
 
-def count_commits(ledger: SqliteLedger) -> list[str]:
+def count_commits(ledger: SqliteStore) -> list[str]:
     """The COMMIT statements the loop's connection runs from now on."""
     commits: list[str] = []
     connection = ledger._inline  # counting transactions is the point
@@ -109,7 +109,7 @@ async def test_a_locked_file_moves_the_whole_group_to_the_worker_and_the_loop_ru
 
 async def test_a_call_made_just_before_close_gets_its_answer(tmp_path: Path) -> None:
     path = tmp_path / "dedupe.sqlite3"
-    ledger = await SqliteLedger.open(path, TTL)
+    ledger = await SqliteStore.open(path, TTL)
     claim = asyncio.ensure_future(ledger.claim("e", "me", LEASE))
     await asyncio.sleep(0)  # the call has joined the group; its commit is not run yet
     await ledger.aclose()
