@@ -32,13 +32,14 @@ async def opened(path: Path) -> AsyncIterator[SqliteStore]:
 
 
 def count_commits(ledger: SqliteStore) -> list[str]:
-    """The COMMIT statements the loop's connection runs from now on."""
+    """The COMMIT statements the ledger runs from now on, on either of its connections: a
+    group runs on the loop's, or on the worker's when the file is locked (a purge then)."""
     commits: list[str] = []
-    connection = ledger._inline  # counting transactions is the point
-    assert connection is not None
-    connection.set_trace_callback(
-        lambda statement: commits.append(statement) if statement == "COMMIT" else None
-    )
+    for connection in (ledger._inline, ledger._waiting):  # counting transactions is the point
+        assert connection is not None
+        connection.set_trace_callback(
+            lambda statement: commits.append(statement) if statement == "COMMIT" else None
+        )
     return commits
 
 
