@@ -328,11 +328,7 @@ class SqliteStore(ExpectationSteps):
         def body(db: sqlite3.Connection, now: float) -> None:
             if not self._holds(db, event_id, owner, now):
                 raise LeaseLost(f"lease on {event_id} is no longer held by {owner}")
-            db.execute(
-                "INSERT OR REPLACE INTO deliveries (event_id, handler, expires_at)"
-                " VALUES (?, ?, ?)",
-                (event_id, handler, now + self._ttl),
-            )
+            _record_deliveries(db, [(event_id, handler, now + self._ttl)])
 
         await self._transact(body)
 
@@ -340,11 +336,7 @@ class SqliteStore(ExpectationSteps):
         def body(db: sqlite3.Connection, now: float) -> None:
             if not self._holds(db, event_id, owner, now):
                 raise LeaseLost(f"lease on {event_id} is no longer held by {owner}")
-            db.executemany(
-                "INSERT OR REPLACE INTO deliveries (event_id, handler, expires_at)"
-                " VALUES (?, ?, ?)",
-                [(event_id, handler, now + self._ttl) for handler in delivered],
-            )
+            _record_deliveries(db, [(event_id, handler, now + self._ttl) for handler in delivered])
             db.execute(
                 "UPDATE events SET done = 1, owner = NULL, lease_until = 0, expires_at = ?"
                 " WHERE event_id = ?",
@@ -422,11 +414,7 @@ class SqliteStore(ExpectationSteps):
                 if not self._holds(db, event_id, owner, now):
                     # Raised inside the transaction: it rolls back, nothing is recorded.
                     raise LeaseLost(f"lease on {event_id} is no longer held by {owner}")
-            db.executemany(
-                "INSERT OR REPLACE INTO deliveries (event_id, handler, expires_at)"
-                " VALUES (?, ?, ?)",
-                [(event_id, handler, now + self._ttl) for event_id in event_ids],
-            )
+            _record_deliveries(db, [(event_id, handler, now + self._ttl) for event_id in event_ids])
 
         if event_ids:
             await self._transact(body)
@@ -470,6 +458,14 @@ class SqliteStore(ExpectationSteps):
             return state
 
         return await self._transact(body)
+
+
+def _record_deliveries(db: sqlite3.Connection, rows: list[tuple[str, str, float]]) -> None:
+    """(event id, handler, expires at): each handler's success, as the ledger keeps it."""
+    db.executemany(
+        "INSERT OR REPLACE INTO deliveries (event_id, handler, expires_at) VALUES (?, ?, ?)",
+        rows,
+    )
 
 
 def _names(handlers: frozenset[str]) -> str:
