@@ -43,10 +43,11 @@ def aws_environ() -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def sqs_client(endpoint: str) -> AsyncIterator[Any]:
-    from aiobotocore.config import AioConfig
     from aiobotocore.session import get_session
 
-    config = AioConfig(max_pool_connections=32, retries={"max_attempts": 2, "mode": "standard"})
+    from amid.aws import client_config
+
+    config = client_config("sqs")  # amid's own: the limits pay what amid pays per call
     async with get_session().create_client(
         "sqs",
         region_name=REGION,
