@@ -334,14 +334,15 @@ class SqliteStore(ExpectationSteps):
 
     async def complete(self, event_id: str, owner: str, delivered: Collection[str] = ()) -> None:
         def body(db: sqlite3.Connection, now: float) -> None:
-            if not self._holds(db, event_id, owner, now):
+            marked = db.execute(
+                # Only while held (see _holds); raising rolls the mark back with the rest.
+                "UPDATE events SET done = 1, owner = NULL, lease_until = 0, expires_at = ?"
+                " WHERE event_id = ? AND owner = ? AND expires_at > ?",
+                (now + self._ttl, event_id, owner, now),
+            )
+            if marked.rowcount == 0:
                 raise LeaseLost(f"lease on {event_id} is no longer held by {owner}")
             _record_deliveries(db, [(event_id, handler, now + self._ttl) for handler in delivered])
-            db.execute(
-                "UPDATE events SET done = 1, owner = NULL, lease_until = 0, expires_at = ?"
-                " WHERE event_id = ?",
-                (now + self._ttl, event_id),
-            )
 
         await self._transact(body)
 
@@ -462,10 +463,11 @@ class SqliteStore(ExpectationSteps):
 
 def _record_deliveries(db: sqlite3.Connection, rows: list[tuple[str, str, float]]) -> None:
     """(event id, handler, expires at): each handler's success, as the ledger keeps it."""
-    db.executemany(
-        "INSERT OR REPLACE INTO deliveries (event_id, handler, expires_at) VALUES (?, ?, ?)",
-        rows,
-    )
+    if rows:
+        db.executemany(
+            "INSERT OR REPLACE INTO deliveries (event_id, handler, expires_at) VALUES (?, ?, ?)",
+            rows,
+        )
 
 
 def _names(handlers: frozenset[str]) -> str:
