@@ -83,6 +83,9 @@ class Watcher:
         self._failures: dict[str, int] = {}
         self._last_seen: dict[str, float] = {}
         self._shown: set[str] = set()
+        # Last checked with no episode open and nothing owed: a sighting only moves the due
+        # time later, which the sleeping watch finds when it wakes. Others wake it at once.
+        self._settled: set[str] = set()
         self._log = get_logger()
 
     # --- the road's side: events -------------------------------------------
@@ -100,11 +103,17 @@ class Watcher:
         for expectation in matched:
             await self._store.saw_expected(expectation.name, at, round(received_at, 3))
             self._show_last_seen(expectation.name, at)
-        self._wake.set()
+        if any(expectation.name not in self._settled for expectation in matched):
+            self._wake.set()
 
     def changed(self) -> None:
         """The config was reloaded: look again now."""
         self._wake.set()
+
+    @property
+    def woken(self) -> bool:
+        """Whether the watch will look again at once (rather than at its next due time)."""
+        return self._wake.is_set()
 
     # --- the watch ---------------------------------------------------------
 
@@ -177,8 +186,13 @@ class Watcher:
         self._show(expectation, state)  # after the sends: a scrape that sees it saw them done
         now = self._clock()
         if not delivered:
+            self._settled.discard(name)
             return now + backoff(self._failed(name))
         self._failures.pop(name, None)
+        if state.episode is None and next(expectation.owed(state), None) is None:
+            self._settled.add(name)
+        else:
+            self._settled.discard(name)
         return expectation.next_check(state, now, self._recheck)
 
     def _failed(self, name: str) -> int:
@@ -303,3 +317,4 @@ class Watcher:
             self._last_seen.pop(name, None)
             self._failures.pop(name, None)
         self._shown &= current
+        self._settled &= current

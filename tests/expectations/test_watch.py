@@ -182,6 +182,26 @@ class TestOverdue:
         assert sent(metrics, "ops", "recovered") == 1
         assert wake == pytest.approx(clock() + 15, abs=1)  # the event's time, to the second
 
+    async def test_a_sighting_wakes_the_watch_only_when_something_may_be_owed(
+        self, watcher: Watcher, store: MemoryStore, clock: FakeClock
+    ) -> None:
+        handler, _ = console()
+        run = runtime([NIGHTLY], {"ops": handler})
+        await watcher.saw(available(), run, clock())
+        assert watcher.woken  # never checked yet: look now
+        await watcher.check_all(run)
+        watcher._wake.clear()  # what the watch's loop does before it sleeps
+        clock.advance(1)
+        await watcher.saw(available(), run, clock())
+        state = await store.expectation("nightly")
+        assert state is not None and state.last_seen == pytest.approx(clock(), abs=1)
+        assert not watcher.woken  # nothing owed: the later due time is found at the next wake
+        clock.advance(20)
+        await watcher.check_all(run)  # overdue now: an episode is open
+        watcher._wake.clear()
+        await watcher.saw(available(), run, clock())
+        assert watcher.woken  # the sighting may end the episode: look at once
+
     async def test_an_event_matching_no_expectation_changes_nothing(
         self, watcher: Watcher, store: MemoryStore, clock: FakeClock
     ) -> None:
