@@ -103,11 +103,13 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     left.set_xticks(range(len(kinds)), [BAR_LABELS[k] for k in kinds], fontsize=8)
     left.set_ylabel("events/s (median, min-max)")
     left.set_title("Burst throughput")
-    width = 0.38
-    for offset, kind in ((-width / 2, "amid"), (width / 2, "peer")):
+    latency_kinds = [k for k in ("limit_post", "amid", "peer") if summary.get(f"{k}_p50_ms")]
+    width = 0.8 / len(latency_kinds)
+    for index, kind in enumerate(latency_kinds):
+        offset = (index - (len(latency_kinds) - 1) / 2) * width
         for position, figure_name in enumerate(("p50_ms", "p99_ms")):
             spread = summary[f"{kind}_{figure_name}"]
-            label = kind if position == 0 else None
+            label = {"limit_post": "limit+POST"}.get(kind, kind) if position == 0 else None
             _bar(right, position + offset, spread, width, color=COLORS[kind], label=label)
             right.text(
                 position + offset,
@@ -166,13 +168,14 @@ def tables(
         _row("producer CPU s during the burst", s, "producer_cpu_s", 1, kinds),
         _row("receiver CPU s during the burst", s, "receiver_cpu_s", 1, kinds),
         _row("burst wall seconds", s, "seconds", 1, kinds),
-        "| latency p50 ms ({:g} events/s for {:g} s) | | | {} | {} |".format(
+        "| latency p50 ms ({:g} events/s for {:g} s) | | {} | {} | {} |".format(
             plan["trickle_rate"],
             plan["trickle_seconds"],
-            fmt(s["amid_p50_ms"], 1),
-            fmt(s["peer_p50_ms"], 1),
+            *(fmt(s.get(f"{kind}_p50_ms", {}), 1) for kind in ("limit_post", "amid", "peer")),
         ),
-        f"| latency p99 ms | | | {fmt(s['amid_p99_ms'], 1)} | {fmt(s['peer_p99_ms'], 1)} |",
+        "| latency p99 ms | | {} | {} | {} |".format(
+            *(fmt(s.get(f"{kind}_p99_ms", {}), 1) for kind in ("limit_post", "amid", "peer")),
+        ),
         "",
         "| amid alone | value |",
         "| --- | --- |",
