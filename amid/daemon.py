@@ -54,26 +54,26 @@ class _Capacity:
 
     def __init__(self, size: int, on_starved: Callable[[], None] | None = None) -> None:
         self._free = size
-        self._changed = asyncio.Condition()
+        self._freed = asyncio.Event()
         self._on_starved = on_starved
 
     async def take(self, most: int) -> int:
-        async with self._changed:
-            while self._free <= 0:
-                try:
-                    async with asyncio.timeout(STARVED_AFTER):
-                        await self._changed.wait()
-                except TimeoutError:
-                    if self._on_starved is not None:
-                        self._on_starved()
-            taken = min(most, self._free)
-            self._free -= taken
-            return taken
+        while self._free <= 0:
+            self._freed.clear()
+            try:
+                async with asyncio.timeout(STARVED_AFTER):
+                    await self._freed.wait()
+            except TimeoutError:
+                if self._on_starved is not None:
+                    self._on_starved()
+        taken = min(most, self._free)
+        self._free -= taken
+        return taken
 
-    async def give(self, count: int) -> None:
-        async with self._changed:
-            self._free += count
-            self._changed.notify_all()
+    def give(self, count: int) -> None:
+        """Synchronous, so a finishing (or cancelled) message task returns its slot at once."""
+        self._free += count
+        self._freed.set()
 
 
 class _Runtimes:
@@ -324,7 +324,7 @@ class Daemon:
             try:
                 messages = await source.receive(slots)
             except SqsUnavailable as error:
-                await capacity.give(slots)
+                capacity.give(slots)
                 failures += 1
                 delay = _receive_backoff(failures)
                 self._log.warning(
@@ -333,13 +333,13 @@ class Daemon:
                 await asyncio.sleep(delay)
                 continue
             except BaseException:
-                await capacity.give(slots)
+                capacity.give(slots)
                 raise
             finally:
                 self._receiving.discard(me)
             if self._stop.is_set():
                 await asyncio.gather(*(source.change_visibility(m, 0) for m in messages))
-                await capacity.give(slots)
+                capacity.give(slots)
                 return
             failures = 0
             self.health.received()
@@ -347,7 +347,7 @@ class Daemon:
                 self._ready_sent = True
                 self._notifier.ready()
             if len(messages) < slots:
-                await capacity.give(slots - len(messages))
+                capacity.give(slots - len(messages))
             for message in messages:
                 serving.heartbeat.track(message)
                 task = asyncio.create_task(self._handle(message, serving))
@@ -385,7 +385,7 @@ class Daemon:
             )
         finally:
             self.metrics.inflight.dec()
-            await asyncio.shield(serving.capacity.give(1))
+            serving.capacity.give(1)
 
     async def _watch_reload(self, runtimes: _Runtimes, resources: HandlerResources) -> None:
         while True:
