@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,17 @@ def test_endpoints_resolve_as_botocore_resolves_them(service: str) -> None:
         assert repr(lean.get_service_endpoints_data(service, partition)) == repr(
             stock.get_service_endpoints_data(service, partition)
         )
+
+
+def test_every_service_amid_makes_a_client_for_is_kept() -> None:
+    source = Path(__file__).parent.parent / "amid"
+    named = {
+        name
+        for path in source.rglob("*.py")
+        for name in re.findall(r'\.client\(\s*"([a-z0-9-]+)"', path.read_text(encoding="utf-8"))
+    }
+    assert {"sqs", "sns", "dynamodb", "ec2"} <= named
+    assert named <= AMID_SERVICES
 
 
 def test_the_whole_table_is_read_only_for_another_service() -> None:
