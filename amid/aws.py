@@ -17,10 +17,11 @@ import aiobotocore
 import botocore
 from aiobotocore.config import AioConfig
 from aiobotocore.credentials import AioCredentialResolver, AioDeferredRefreshableCredentials
-from aiobotocore.session import AioSession, get_session
+from aiobotocore.session import AioSession
 from botocore.credentials import CredentialProvider, _local_now
 
 from amid import __version__
+from amid.endpoints import lean_endpoint_resolver
 
 # Short connect timeouts so a dead endpoint is noticed and backed off from, not waited on.
 _CLIENT_CONFIG = AioConfig(
@@ -49,6 +50,15 @@ def client_config(service: str, read_timeout: float | None = None) -> AioConfig:
     if read_timeout is not None:
         config = config.merge(AioConfig(read_timeout=read_timeout))
     return config
+
+
+class Session(AioSession):  # type: ignore[misc]  # aiobotocore is untyped
+    """An AioSession whose endpoint table holds only amid's services (see amid.endpoints)."""
+
+    def _register_endpoint_resolver(self) -> None:  # botocore's hook for this component
+        self._internal_components.lazy_register_component(
+            "endpoint_resolver", lambda: lean_endpoint_resolver(self.get_component("data_loader"))
+        )
 
 
 ROLE_SESSION_NAME = "amid"
@@ -92,7 +102,7 @@ class AwsClients:
         *,
         clock: Callable[[], datetime] = _local_now,
     ) -> None:
-        self._session = session or get_session()
+        self._session = session or Session()
         self._clock = clock
         self._stack = contextlib.AsyncExitStack()
         self._clients: dict[tuple[str, str | None, str | None, str | None], Any] = {}
@@ -150,7 +160,7 @@ class AwsClients:
             credentials = AioDeferredRefreshableCredentials(
                 refresh_using=assume, method="amid-assume-role", time_fetcher=self._clock
             )
-            session = AioSession()
+            session = Session()
             session.register_component(
                 "credential_provider", AioCredentialResolver([_RoleProvider(credentials)])
             )

@@ -23,6 +23,7 @@ from amid.aws import AwsClients
 from amid.config import Config, ConfigError, load_config
 from amid.expectations import Expectations
 from amid.expectations.watch import Watcher
+from amid.footprint import trim_heap
 from amid.handlers import HandlerResources, build_handler
 from amid.health import Health, HealthServer
 from amid.logs import configure_logging, get_logger
@@ -273,6 +274,7 @@ class Daemon:
             expectations=[e.name for e in config.expectations],
             metrics_port=self.metrics_port,
         )
+        trim_heap()
         self.started.set()
         try:
             await self._stop.wait()

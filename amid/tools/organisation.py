@@ -16,9 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from aiobotocore.session import get_session
-
-from amid.aws import AwsClients
+from amid.aws import AwsClients, Session
 from amid.config import Config
 from amid.pipeline.patterns import PatternError, compile_pattern
 from amid.tools.checks import (
@@ -189,7 +187,7 @@ async def member_checks(
                 "read-only role with --member-role",
             )
         ]
-    session = get_session()
+    session = Session()
     session.set_credentials(
         credentials["AccessKeyId"], credentials["SecretAccessKey"], credentials["SessionToken"]
     )

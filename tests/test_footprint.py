@@ -1,0 +1,63 @@
+"""Start-up's freed heap goes back to the system once the daemon serves."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import amid.daemon
+from amid import footprint
+from tests.helpers import hook_handler, make_config, running_daemon
+
+glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+
+
+def _rss_anon_kib() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("RssAnon:"))
+
+
+@glibc
+def test_freed_heap_pages_go_back_to_the_system() -> None:
+    # 64 KiB blocks come from malloc's heap (below its mmap threshold); the last one kept
+    # pins the heap's top, so free() alone cannot shrink it.
+    blocks = [bytearray(64 * 1024) for _ in range(512)]
+    kept = blocks[-1]
+    del blocks
+    before = _rss_anon_kib()
+    assert footprint.trim_heap() is True
+    assert before - _rss_anon_kib() > 16 * 1024
+    assert len(kept) == 64 * 1024
+
+
+def test_without_malloc_trim_nothing_is_done(monkeypatch: pytest.MonkeyPatch) -> None:
+    class NoTrim:
+        def __init__(self, name: Any) -> None:
+            pass
+
+    monkeypatch.setattr(footprint.ctypes, "CDLL", NoTrim)
+    assert footprint.trim_heap() is False
+
+    def unloadable(name: Any) -> Any:
+        raise OSError("no C library")
+
+    monkeypatch.setattr(footprint.ctypes, "CDLL", unloadable)
+    assert footprint.trim_heap() is False
+
+
+async def test_the_daemon_trims_once_when_started(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls: list[bool] = []
+    monkeypatch.setattr(amid.daemon, "trim_heap", lambda: calls.append(True) or True)
+    # An SQS that cannot be reached: the daemon starts and backs off, as the bench runs it.
+    config = make_config(
+        "http://127.0.0.1:1/000000000000/q", "http://127.0.0.1:1", hook_handler(tmp_path / "r")
+    )
+    async with running_daemon(config) as daemon:
+        assert daemon.started.is_set()
+        assert calls == [True]
+    assert calls == [True]
