@@ -1,6 +1,6 @@
 """`python -m bench` (or `make bench`): every benchmark of amid, on this machine, with no AWS.
 
-    .venv/bin/python -m bench            # the full run, ~15 min; updates docs/benchmarks.md
+    .venv/bin/python -m bench            # the full run, ~20 min; updates docs/benchmarks.md
     .venv/bin/python -m bench --quick    # a ~2 min smoke run; results in bench/results/ only
     .venv/bin/python -m bench --report bench/results/results-....json   # docs from a past run
 

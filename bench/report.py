@@ -22,7 +22,7 @@ def profile_summary(raw: Path, top: int = 12) -> dict[str, Any]:
     own: Counter[str] = Counter()
     modules: Counter[str] = Counter()
     total = 0
-    for line in raw.read_text().splitlines():
+    for line in raw.read_text(errors="replace").splitlines():  # py-spy can write stray bytes
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
