@@ -32,7 +32,11 @@ returns an event and all its handler records.
   event item: each checks the owner and adds the handler to `digested`, and
   bumps `claims`, so a claim racing it re-reads rather than writing the set
   back without it. A claim carries `digested` over and reads it as delivered.
-- `extend`, `complete` and `release` are conditional updates of the event item.
+- `extend`, `complete` and `release` are conditional updates of the event item. A
+  `complete` with handler records is a TransactWriteItems (the records and the done
+  mark together) shared by every completion of the same turn of the event loop (up to
+  100 items): a refused one writes nothing, its cancellation reasons name the lost
+  leases, and the others are sent again without them.
 - Image memory: `remember` is one PutItem, `remember_many` PutItems 25 at a time (the
   calls the ledger is granted already; no BatchWriteItem), `recall` a Query of its pk.
 - An expectation's state is read (strongly consistent), stepped, and put back on
@@ -54,6 +58,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -113,11 +118,23 @@ _NAMES = {
 
 
 class _ConditionFailed(Exception):
-    """A conditional write was refused; `item` is the item as it was, when returned."""
+    """A conditional write was refused; `item` is the item as it was, when returned, and
+    `reasons` a refused transaction's cancellation codes, one per item in order."""
 
-    def __init__(self, item: Mapping[str, Any] | None) -> None:
+    def __init__(self, item: Mapping[str, Any] | None, reasons: Sequence[str] = ()) -> None:
         super().__init__("condition failed")
         self.item = item
+        self.reasons = list(reasons)
+
+
+@dataclass(slots=True)
+class _Completion:
+    """One `complete` waiting to share a TransactWriteItems with the others of its turn."""
+
+    event_id: str
+    owner: str
+    items: list[dict[str, Any]]
+    done: asyncio.Future[None]
 
 
 def _code(error: ClientError) -> str:
@@ -127,6 +144,46 @@ def _code(error: ClientError) -> str:
 def _reasons(error: ClientError) -> list[str]:
     reasons = error.response.get("CancellationReasons") or []
     return [str(reason.get("Code") or "None") for reason in reasons]
+
+
+def _refused(batch: Sequence[_Completion], reasons: Sequence[str]) -> list[_Completion]:
+    """The completions of a refused transaction whose own items failed their condition
+    (all of them when the reasons are missing: then none can be told apart)."""
+    if len(reasons) != sum(len(completion.items) for completion in batch):
+        return list(batch)
+    refused, at = [], 0
+    for completion in batch:
+        mine = reasons[at : at + len(completion.items)]
+        at += len(completion.items)
+        if "ConditionalCheckFailed" in mine:
+            refused.append(completion)
+    return refused or list(batch)
+
+
+def _transactions(batch: list[_Completion]) -> list[list[_Completion]]:
+    """`batch` cut into runs of at most MAX_TRANSACTION_ITEMS items, a completion never split."""
+    runs: list[list[_Completion]] = [[]]
+    size = 0
+    for completion in batch:
+        if runs[-1] and size + len(completion.items) > MAX_TRANSACTION_ITEMS:
+            runs.append([])
+            size = 0
+        runs[-1].append(completion)
+        size += len(completion.items)
+    return [run for run in runs if run]
+
+
+def _lost_lease(completion: _Completion) -> str:
+    return f"lease on {completion.event_id} is no longer held by {completion.owner}"
+
+
+def _settle(completion: _Completion, outcome: BaseException | None) -> None:
+    if completion.done.done():
+        return  # its caller was cancelled (shutdown)
+    if outcome is None:
+        completion.done.set_result(None)
+    else:
+        completion.done.set_exception(outcome)
 
 
 def _retryable(error: BaseException) -> bool:
@@ -199,6 +256,8 @@ class DynamoStore(ExpectationSteps):
             reraise=True,
         )
         self._closed = False
+        self._completions: list[_Completion] = []
+        self._sending: set[asyncio.Task[None]] = set()
 
     def _log_retry(self, operation: str, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
@@ -230,7 +289,7 @@ class DynamoStore(ExpectationSteps):
             if _code(error) == "TransactionCanceledException" and (
                 "ConditionalCheckFailed" in _reasons(error)
             ):
-                raise _ConditionFailed(None) from error
+                raise _ConditionFailed(None, _reasons(error)) from error
             raise LedgerUnavailable(
                 f"dynamodb table {self._table}: {operation}: {_code(error)}"
             ) from error
@@ -409,15 +468,56 @@ class DynamoStore(ExpectationSteps):
                 ":exp": _epoch(now + self._ttl),
             },
         }
-        try:
-            if delivered:
-                # The last handlers' records and the done mark succeed or fail together.
-                puts = [self._handler_put(event_id, h, owner, now) for h in delivered]
-                await self._call("transact_write_items", TransactItems=[{"Update": done}, *puts])
-            else:
+        if not delivered:
+            try:
                 await self._call("update_item", **done)
-        except _ConditionFailed as refused:
-            raise LeaseLost(f"lease on {event_id} is no longer held by {owner}") from refused
+            except _ConditionFailed as refused:
+                raise LeaseLost(f"lease on {event_id} is no longer held by {owner}") from refused
+            return
+        # The last handlers' records and the done mark succeed or fail together, in one
+        # TransactWriteItems shared with the other completions of this turn of the loop.
+        puts = [self._handler_put(event_id, h, owner, now) for h in delivered]
+        loop = asyncio.get_running_loop()
+        completion = _Completion(event_id, owner, [{"Update": done}, *puts], loop.create_future())
+        self._completions.append(completion)
+        if len(self._completions) == 1:
+            loop.call_soon(self._send_completions)
+        await completion.done
+
+    def _send_completions(self) -> None:
+        batch, self._completions = self._completions, []
+        for chunk in _transactions(batch):
+            task = asyncio.create_task(self._complete_together(chunk))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _complete_together(self, batch: list[_Completion]) -> None:
+        """One transaction for `batch`; a completion whose lease is lost fails alone.
+
+        A refused transaction writes nothing. Its cancellation reasons say which items'
+        conditions failed: those completions get LeaseLost, the rest are sent again
+        without them (each round drops at least one, so this ends).
+        """
+        waiting = [c for c in batch if not c.done.done()]
+        while waiting:
+            try:
+                items = [item for completion in waiting for item in completion.items]
+                await self._call("transact_write_items", TransactItems=items)
+            except _ConditionFailed as refused:
+                lost = _refused(waiting, refused.reasons)
+                for completion in lost:
+                    _settle(completion, LeaseLost(_lost_lease(completion)))
+                waiting = [c for c in waiting if c not in lost and not c.done.done()]
+                continue
+            except BaseException as error:
+                for completion in waiting:
+                    _settle(completion, error)
+                if not isinstance(error, Exception):
+                    raise
+                return
+            for completion in waiting:
+                _settle(completion, None)
+            return
 
     async def release(self, event_id: str, owner: str) -> None:
         try:

@@ -16,7 +16,7 @@ from aiobotocore.session import get_session
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from amid.store.base import Claim, LedgerUnavailable
+from amid.store.base import Claim, LeaseLost, LedgerUnavailable
 from amid.store.dynamodb import DynamoStore, create_table
 from tests.conftest import REGION
 from tests.moto_server import free_port
@@ -320,3 +320,55 @@ class TestLostRaces:
 
         late = quick_ledger(_AfterFirstQuery(moto_client, deliver_and_complete), clock)
         assert await late.claim(EVENT, "b", LEASE) == Claim(frozenset({"slack"}), done=True)
+
+
+def transaction_sizes(client: Any) -> list[int]:
+    """The item count of every TransactWriteItems `client` sends from now on."""
+    sizes: list[int] = []
+
+    def seen(params: dict[str, Any], **_: Any) -> None:
+        sizes.append(len(params["TransactItems"]))
+
+    client.meta.events.register("before-parameter-build.dynamodb.TransactWriteItems", seen)
+    return sizes
+
+
+class TestCompletionsTogether:
+    """The completions of one turn of the loop share one TransactWriteItems."""
+
+    EVENTS = tuple(f"7f1c0b8e-0000-4000-8000-{n:012d}" for n in range(10))
+
+    async def test_ten_completions_are_one_transaction(self, moto_client: Any) -> None:
+        ledger = quick_ledger(moto_client)
+        for event in self.EVENTS:
+            await ledger.claim(event, "a", LEASE)
+        sizes = transaction_sizes(moto_client)
+        await asyncio.gather(*(ledger.complete(e, "a", delivered=["slack"]) for e in self.EVENTS))
+        assert sizes == [20]  # each event's done mark and its handler record
+        for event in self.EVENTS:
+            assert await ledger.claim(event, "b", LEASE) == Claim(frozenset({"slack"}), done=True)
+
+    async def test_a_lost_lease_fails_alone_and_the_others_are_sent_again(
+        self, moto_client: Any
+    ) -> None:
+        ledger = quick_ledger(moto_client)
+        for event in self.EVENTS:
+            await ledger.claim(event, "a", LEASE)
+        taken = self.EVENTS[3]
+        await ledger.release(taken, "a")
+        await ledger.claim(taken, "b", LEASE)  # another replica holds it now
+        sizes = transaction_sizes(moto_client)
+        results = await asyncio.gather(
+            *(ledger.complete(e, "a", delivered=["slack"]) for e in self.EVENTS),
+            return_exceptions=True,
+        )
+        assert [type(r).__name__ for r in results] == [
+            "LeaseLost" if e == taken else "NoneType" for e in self.EVENTS
+        ]
+        assert isinstance(results[3], LeaseLost)
+        assert sizes == [20, 18]  # refused whole (nothing written), then without the lost one
+        assert await ledger.claim(taken, "b", LEASE) == Claim(frozenset())  # still b's, undone
+        for event in self.EVENTS:
+            if event != taken:
+                expected = Claim(frozenset({"slack"}), done=True)
+                assert await ledger.claim(event, "c", LEASE) == expected
