@@ -34,9 +34,9 @@ returns an event and all its handler records.
   back without it. A claim carries `digested` over and reads it as delivered.
 - `extend`, `complete` and `release` are conditional updates of the event item. A
   `complete` with handler records is a TransactWriteItems (the records and the done
-  mark together) shared by every completion of the same turn of the event loop (up to
-  100 items): a refused one writes nothing, its cancellation reasons name the lost
-  leases, and the others are sent again without them.
+  mark together) shared by every completion of the next 5 ms (up to 100 items): a
+  refused one writes nothing, its cancellation reasons name the lost leases, and the
+  others are sent again without them.
 - Image memory: `remember` is one PutItem, `remember_many` PutItems 25 at a time (the
   calls the ledger is granted already; no BatchWriteItem), `recall` a Query of its pk.
 - An expectation's state is read (strongly consistent), stepped, and put back on
@@ -89,6 +89,9 @@ _IMAGE_WRITES = 25  # PutItems at once in remember_many
 TTL_ATTRIBUTE = "expires_at"
 DIGESTED = "digested"
 MAX_TRANSACTION_ITEMS = 100
+# How long a completion waits for others to share its transaction: deliveries end at
+# different moments (the same linger as SQS deletes; the message waits for it anyway).
+_COMPLETION_LINGER = 0.005
 EXPECTATION_PREFIX = "expectation#"
 EXPECTATION_SK = "state"
 _EXPECTATION_RACES = 20  # optimistic tries before a write counts as the store being unavailable
@@ -475,13 +478,13 @@ class DynamoStore(ExpectationSteps):
                 raise LeaseLost(f"lease on {event_id} is no longer held by {owner}") from refused
             return
         # The last handlers' records and the done mark succeed or fail together, in one
-        # TransactWriteItems shared with the other completions of this turn of the loop.
+        # TransactWriteItems shared with the other completions of the next few ms.
         puts = [self._handler_put(event_id, h, owner, now) for h in delivered]
         loop = asyncio.get_running_loop()
         completion = _Completion(event_id, owner, [{"Update": done}, *puts], loop.create_future())
         self._completions.append(completion)
         if len(self._completions) == 1:
-            loop.call_soon(self._send_completions)
+            loop.call_later(_COMPLETION_LINGER, self._send_completions)
         await completion.done
 
     def _send_completions(self) -> None:
