@@ -26,7 +26,7 @@ from amid.endpoints import lean_endpoint_resolver
 # Short connect timeouts so a dead endpoint is noticed and backed off from, not waited on.
 _CLIENT_CONFIG = AioConfig(
     # Names amid in CloudTrail and access logs. Given whole, it is also sent as it is:
-    # botocore's own header is rebuilt per request, a fifth of an SQS call's CPU.
+    # botocore's own header is rebuilt per request, about an eighth of an SQS call's CPU.
     user_agent=(
         f"amid/{__version__} aiobotocore/{aiobotocore.__version__}"
         f" botocore/{botocore.__version__} Python/{platform.python_version()}"
