@@ -132,7 +132,7 @@ class _ConditionFailed(Exception):
 
 @dataclass(slots=True)
 class _Completion:
-    """One `complete` waiting to share a TransactWriteItems with the others of its turn."""
+    """One `complete` waiting to share a TransactWriteItems with the others of its 5 ms."""
 
     event_id: str
     owner: str
@@ -176,8 +176,8 @@ def _transactions(batch: list[_Completion]) -> list[list[_Completion]]:
     return [run for run in runs if run]
 
 
-def _lost_lease(completion: _Completion) -> str:
-    return f"lease on {completion.event_id} is no longer held by {completion.owner}"
+def _lease_lost(event_id: str, owner: str) -> LeaseLost:
+    return LeaseLost(f"lease on {event_id} is no longer held by {owner}")
 
 
 def _settle(completion: _Completion, outcome: BaseException | None) -> None:
@@ -435,7 +435,7 @@ class DynamoStore(ExpectationSteps):
                 ],
             )
         except _ConditionFailed as refused:
-            raise LeaseLost(f"lease on {event_id} is no longer held by {owner}") from refused
+            raise _lease_lost(event_id, owner) from refused
 
     def _handler_put(self, event_id: str, handler: str, owner: str, now: float) -> dict[str, Any]:
         """The transaction entry that records one handler's success."""
@@ -475,7 +475,7 @@ class DynamoStore(ExpectationSteps):
             try:
                 await self._call("update_item", **done)
             except _ConditionFailed as refused:
-                raise LeaseLost(f"lease on {event_id} is no longer held by {owner}") from refused
+                raise _lease_lost(event_id, owner) from refused
             return
         # The last handlers' records and the done mark succeed or fail together, in one
         # TransactWriteItems shared with the other completions of the next few ms.
@@ -509,7 +509,7 @@ class DynamoStore(ExpectationSteps):
             except _ConditionFailed as refused:
                 lost = _refused(waiting, refused.reasons)
                 for completion in lost:
-                    _settle(completion, LeaseLost(_lost_lease(completion)))
+                    _settle(completion, _lease_lost(completion.event_id, completion.owner))
                 waiting = [c for c in waiting if c not in lost and not c.done.done()]
                 continue
             except BaseException as error:
