@@ -195,7 +195,7 @@ def _run(config: Config, config_path: Path) -> int:
 
 def _check_config(config: Config, path: Path, explain: Path | None, image: Path | None) -> int:
     if explain is not None:
-        from amid.pipeline.patterns import names_field
+        from amid.patterns import names_field
         from amid.tools.explain import describe_plan, explain_routes, format_explanation
 
         try:
@@ -241,7 +241,7 @@ def _check_config(config: Config, path: Path, explain: Path | None, image: Path 
 
 def _summarise_expectations(config: Config) -> None:
     from amid.expectations import Expectation
-    from amid.handlers.notice import human_duration
+    from amid.wording import human_duration
 
     if config.expectations:
         print(f"  expectations ({len(config.expectations)}):")

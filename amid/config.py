@@ -31,8 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from amid import templates
-from amid.pipeline import patterns
+from amid import patterns, templates
 
 DEFAULT_CONFIG_PATH = Path("/etc/amid/amid.yaml")
 MAX_CONFIG_BYTES = 1024 * 1024

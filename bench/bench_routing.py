@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from moto.events.models import EventPattern
 
-from amid.pipeline.patterns import compile_pattern
+from amid.patterns import compile_pattern
 
 ACCOUNTS = ["111122223333", "444455556666", "012345678901", "777788889999", "123456789012"]
 REGIONS = ["us-east-1", "us-west-2", "eu-west-1", "ap-southeast-2", "eu-central-1"]

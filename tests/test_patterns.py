@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from amid.pipeline.patterns import PatternError, compile_pattern
+from amid.patterns import PatternError, compile_pattern
 
 SEED = Path("/work/shared/events/seed")
 

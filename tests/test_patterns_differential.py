@@ -41,7 +41,7 @@ from hypothesis import event as label
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from amid.pipeline.patterns import PatternError, compile_pattern
+from amid.patterns import PatternError, compile_pattern
 from tests.conftest import REGION
 from tests.moto_server import MotoServer
 

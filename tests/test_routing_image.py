@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from amid.config import ConfigError, parse_config
+from amid.patterns import names_field, without_field
 from amid.pipeline.decode import decode
-from amid.pipeline.patterns import names_field, without_field
 from amid.pipeline.routing import Router
 from amid.tools.offline import synthetic_event
 

@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 
 from cronsim import CronSim
 
-from amid.handlers.notice import human_duration
 from amid.store.base import ExpectationState
+from amid.wording import human_duration
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from typing import Any
 from amid.config import ExpectationConfig
 from amid.events import AmiStateChange
 from amid.expectations.due import Clock, Every, Schedule, due_at
-from amid.pipeline.patterns import Pattern, compile_pattern
+from amid.patterns import Pattern, compile_pattern
 from amid.store.base import ExpectationState, NoticeStatus
 
 

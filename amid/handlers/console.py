@@ -8,9 +8,10 @@ from typing import Any, TextIO
 
 from amid.config import Config, ConsoleHandlerConfig
 from amid.handlers.base import Digest, ExpectationNotice, Notification, Sendable, single_event
-from amid.handlers.notice import notice_context, notice_sentence, rfc3339
+from amid.handlers.notice import notice_context, notice_sentence
 from amid.metrics import Metrics
 from amid.templates import TemplateError, digest_context, mentions, render, template_context
+from amid.wording import rfc3339
 
 _MARK = {"available": "✅", "failed": "❌", "deregistered": "🗑️", "disabled": "⏸️"}
 

@@ -21,9 +21,10 @@ from pydantic import SecretStr
 from amid.config import Config, SlackHandlerConfig
 from amid.handlers import http, ratelimit
 from amid.handlers.base import Digest, ExpectationNotice, Notification, Sendable, single_event
-from amid.handlers.notice import notice_context, notice_sentence, rfc3339
+from amid.handlers.notice import notice_context, notice_sentence
 from amid.metrics import Metrics
 from amid.templates import TemplateError, digest_context, mentions, render, template_context
+from amid.wording import rfc3339
 
 if TYPE_CHECKING:
     from amid.handlers import HandlerResources

@@ -15,7 +15,7 @@ from typing import Any
 
 from amid.config import HandlerConfig
 from amid.events import AmiStateChange
-from amid.pipeline.patterns import Pattern, compile_pattern, names_field, without_field
+from amid.patterns import Pattern, compile_pattern, names_field, without_field
 
 IMAGE = "image"
 

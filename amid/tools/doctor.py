@@ -15,7 +15,7 @@ from typing import Any
 
 from amid.aws import AwsClients
 from amid.config import Config, SnsHandlerConfig
-from amid.pipeline.patterns import PatternError, compile_pattern
+from amid.patterns import PatternError, compile_pattern
 from amid.tools.checks import AWS_ERRORS as _AWS_ERRORS
 from amid.tools.checks import EVENTS_PRINCIPAL, Check, service_principals
 from amid.tools.checks import as_list as _as_list

@@ -16,8 +16,8 @@ from typing import Any
 
 from amid.config import Config
 from amid.events import DETAIL_TYPE, SOURCE
+from amid.patterns import compile_pattern, names_field, without_field
 from amid.pipeline.enrich import role_for
-from amid.pipeline.patterns import compile_pattern, names_field, without_field
 from amid.pipeline.routing import IMAGE
 
 

@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 from amid.aws import AwsClients, Session
 from amid.config import Config
-from amid.pipeline.patterns import PatternError, compile_pattern
+from amid.patterns import PatternError, compile_pattern
 from amid.tools.checks import (
     AWS_ERRORS,
     EVENTS_PRINCIPAL,

@@ -10,8 +10,8 @@ import pytest
 from amid.config import ExpectationConfig
 from amid.expectations.due import Every, Schedule, anchor, due_at, event_time
 from amid.expectations.plan import Close, Expectation, Open, Owed
-from amid.handlers.notice import human_duration
 from amid.store.base import ExpectationState
+from amid.wording import human_duration
 
 BERLIN = ZoneInfo("Europe/Berlin")
 HOUR = 3600.0
