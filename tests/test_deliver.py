@@ -131,3 +131,16 @@ async def test_an_unexpected_exception_is_contained_and_retried():
     handler = ScriptedHandler(RuntimeError("bug"))
     result = await deliver(handler, note(), timeout=1, retry=FAST, metrics=Metrics())
     assert (result.delivered, result.attempts) == (True, 2)
+
+
+class ReferencingHandler(ScriptedHandler):
+    async def send(self, notification: Notification) -> str | None:
+        await super().send(notification)
+        return f"ref-{len(self.calls)}"
+
+
+async def test_the_destinations_reference_of_the_successful_try_is_kept_for_the_record():
+    handler = ReferencingHandler(retryable())
+    result = await deliver(handler, note(), timeout=1.0, retry=FAST, metrics=Metrics())
+    assert result.delivered
+    assert result.reference == "ref-2"

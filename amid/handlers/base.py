@@ -134,8 +134,13 @@ class Handler(Protocol):
         """
         ...
 
-    async def send(self, message: Sendable) -> None:
-        """Deliver once; raise HandlerError on failure."""
+    async def send(self, message: Sendable) -> str | None:
+        """Deliver once; raise HandlerError on failure.
+
+        Returns the destination's reference to what it received, where it gives one (an
+        SNS MessageId, a PagerDuty dedup key, a Slack channel and ts), for the delivery
+        record; None where there is none.
+        """
         ...
 
     async def aclose(self) -> None:

@@ -205,7 +205,7 @@ class SnsHandler:
     async def pace(self) -> None:
         return None
 
-    async def send(self, message: Sendable) -> None:
+    async def send(self, message: Sendable) -> str | None:
         if isinstance(message, Digest):
             requests, failures = self._compose_digest(message)
             context: dict[str, Any] = {"digest_events": message.count}
@@ -229,11 +229,14 @@ class SnsHandler:
         )
         # A digest split in parts is retried whole: a part may then go out twice
         # (on a FIFO topic, its deduplication id drops the repeat).
+        message_ids: list[str] = []
         for request in requests:
             try:
-                await client.publish(**request)
+                answer = await client.publish(**request)
             except (ClientError, BotoCoreError) as error:
                 raise classify(error) from None
+            message_ids.append(str(answer.get("MessageId", "")))
+        return " ".join(message_ids) or None  # the record's reference: SNS's MessageId(s)
 
     async def aclose(self) -> None:
         return None  # the AWS client belongs to AwsClients

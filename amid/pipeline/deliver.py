@@ -32,6 +32,7 @@ class DeliveryResult:
     reason: str | None = None  # bounded label of the last failure
     retryable: bool = True
     retry_after: float | None = None  # what the destination asked for on the last try
+    reference: str | None = None  # the destination's reference (Handler.send), for the record
 
 
 def _retry_worthwhile(error: BaseException) -> bool:
@@ -74,20 +75,21 @@ async def deliver(
     """Send with retries; total: returns a result, never raises (cancellation aside)."""
     base_log = log or get_logger()
     attempts = 0
+    reference: str | None = None
     events = message.count if isinstance(message, Digest) else 1  # notifications are per event
 
     def failing() -> Any:  # bound only when there is something to say
         return base_log.bind(handler=handler.name)
 
     async def one_try() -> None:
-        nonlocal attempts
+        nonlocal attempts, reference
         attempts += 1
         await handler.pace()
         started = time.perf_counter()
         outcome = "error"
         try:
             async with asyncio.timeout(timeout):
-                await handler.send(
+                reference = await handler.send(
                     message if message.attempt == attempts else replace(message, attempt=attempts)
                 )
             outcome = "success"
@@ -146,4 +148,4 @@ async def deliver(
     metrics.notifications.labels(handler.name, "delivered").inc(events)
     # "event handled" says it at info; below the configured level this call does nothing.
     base_log.debug("notification delivered", handler=handler.name, attempt=attempts)
-    return DeliveryResult(handler.name, True, attempts)
+    return DeliveryResult(handler.name, True, attempts, reference=reference)

@@ -64,10 +64,11 @@ class TestPublish:
         topic, queue = await topic_with_queue(sns, sqs, "ami-audit")
         handler = await make_handler(sns_handler(topic, moto_url))
         notification = notify("failed")
-        await handler.send(notification)
+        reference = await handler.send(notification)
         messages = await received(sqs, queue)
         assert len(messages) == 1
         envelope = json.loads(messages[0]["Body"])
+        assert reference == envelope["MessageId"]  # the record's reference to the delivery
         assert json.loads(envelope["Message"]) == notification.event.raw
         assert envelope["Subject"] == "AMI ami-0123456789example failed"
         assert envelope["MessageAttributes"] == {
