@@ -25,7 +25,7 @@ from amid.expectations import Expectations
 from amid.expectations.watch import Watcher
 from amid.footprint import trim_heap
 from amid.handlers import HandlerResources, build_handler
-from amid.health import Health, HealthServer
+from amid.web.health import Health, HealthServer
 from amid.logs import configure_logging, get_logger
 from amid.metrics import Metrics
 from amid.pipeline.batch import Batcher

@@ -1,0 +1,1 @@
+"""The HTTP surface on the metrics listener: /metrics, /healthz, /readyz (health.py)."""
