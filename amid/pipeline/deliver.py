@@ -33,6 +33,7 @@ class DeliveryResult:
     retryable: bool = True
     retry_after: float | None = None  # what the destination asked for on the last try
     reference: str | None = None  # the destination's reference (Handler.send), for the record
+    silence: str | None = None  # held by this silence (its name or id): not sent, owed nothing
 
 
 def _retry_worthwhile(error: BaseException) -> bool:
