@@ -16,12 +16,14 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import yaml
 
 from amid.tools.offline import synthetic_event
 from tests.adaptive_cards import assert_valid_teams_payloads, cards_of
 from tests.google_chat_schema import assert_valid_chat_payload
 from tests.handlers.conftest import Receiver, Reply
 from tests.harness import AmidProcess, make_queue, queue_count, wait_until
+from tests.test_cli_offline import amid as amid_cli
 from tests.test_digest_end_to_end import run_config, send
 
 pytestmark = pytest.mark.slow
@@ -230,3 +232,31 @@ async def test_an_overdue_expectation_is_told_to_both(
     assert_valid_chat_payload(message)
     assert message["text"].startswith("⏰ nightly: no matching AMI event for ")
     assert message["thread"] == {"threadKey": "expectation-nightly"}
+
+
+async def test_test_event_dry_run_prints_both_payloads_and_check_config_lists_them(
+    tmp_path: Path, stand_ins: tuple[StandIn, StandIn]
+) -> None:
+    teams, chat = stand_ins
+    config = tmp_path / "amid.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "queue": {"url": "https://sqs.us-east-1.amazonaws.com/123456789012/amid"},
+                "dedupe": {"backend": "memory"},
+                "handlers": handlers(teams, chat),
+            }
+        )
+    )
+    code, out, err = await amid_cli(
+        "test-event", "-c", str(config), "--state", "failed", "--dry-run"
+    )
+    assert code == 0, err
+    assert "--- ops-teams (dry run)" in out and "--- ops-chat (dry run)" in out
+    assert "application/vnd.microsoft.card.adaptive" in out and "cardsV2" in out
+    assert teams.requests == [] and chat.requests == []
+    code, summary, err = await amid_cli("check-config", "-c", str(config))
+    assert code == 0, err
+    assert "ops-teams (teams)" in summary and "ops-chat (google_chat)" in summary
+    for secret in SECRETS:
+        assert secret not in out + err + summary

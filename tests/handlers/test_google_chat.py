@@ -12,8 +12,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import yaml
 from structlog.testing import capture_logs
 
+from amid.config import ConfigError, parse_config
 from amid.handlers import HandlerError, HandlerResources, Notification
 from amid.handlers.google_chat import with_reply_option
 from tests.google_chat_schema import assert_valid_chat_payload, problems
@@ -331,3 +333,51 @@ class TestSecrets:
         assert logs, "the thread_by failure is logged"
         text = repr(logs) + " ".join(errors)
         assert "s3cr3t" not in text and KEY not in text and "AAAAxyz" not in text
+
+
+class TestConfig:
+    """The config models of both chat handlers, through the real loader."""
+
+    @pytest.mark.parametrize("kind", ["teams", "google_chat"])
+    @pytest.mark.parametrize(
+        ("changes", "problem"),
+        [
+            ({}, "handlers[0]: set exactly one of webhook_url and webhook_url_file"),
+            (
+                {"webhook_url": "ftp://x", "rate_limit": 1},
+                "handlers[0]: webhook_url must be an http(s) URL",
+            ),
+            (
+                {"webhook_url": "https://x", "rate_limit": 0},
+                "handlers[0].rate_limit: Input should be greater than 0",
+            ),
+            ({"webhook_url": "https://x", "template": "{{ x"}, "handlers[0].template: "),
+            ({"webhook_url": "https://x", "colour": "red"}, "handlers[0].colour: unknown key"),
+        ],
+    )
+    def test_a_bad_handler_is_one_line_naming_its_path(
+        self, kind: str, changes: dict[str, Any], problem: str
+    ) -> None:
+        item = {"name": "chat", "type": kind, **changes}
+        text = yaml.safe_dump({"queue": {"url": "http://127.0.0.1:1/1/q"}, "handlers": [item]})
+        with pytest.raises(ConfigError) as caught:
+            parse_config(text, env={})
+        [line] = caught.value.problems
+        assert line.startswith(problem), line
+
+    def test_a_thread_by_that_does_not_compile_is_a_config_error(self) -> None:
+        item = {**chat(), "thread_by": "{% if %}"}
+        text = yaml.safe_dump({"queue": {"url": "http://127.0.0.1:1/1/q"}, "handlers": [item]})
+        with pytest.raises(ConfigError) as caught:
+            parse_config(text, env={})
+        assert caught.value.problems[0].startswith("handlers[0].thread_by: ")
+        assert KEY not in str(caught.value)
+
+    def test_the_url_file_is_read_and_trimmed(self, tmp_path: Path) -> None:
+        secret = tmp_path / "url"
+        secret.write_text("  https://chat.googleapis.com" + SECRET_PATH + "\n")
+        item = {"name": "chat", "type": "google_chat", "webhook_url_file": str(secret)}
+        text = yaml.safe_dump({"queue": {"url": "http://127.0.0.1:1/1/q"}, "handlers": [item]})
+        [handler] = parse_config(text, env={}).handlers
+        assert handler.webhook_url.get_secret_value() == "https://chat.googleapis.com" + SECRET_PATH
+        assert KEY not in repr(handler)
