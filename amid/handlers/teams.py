@@ -38,12 +38,13 @@ CARD_TYPE = "application/vnd.microsoft.card.adaptive"
 SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
 VERSION = "1.4"
 
-# Teams refuses a message past about 28 KB; these keep any card far below it.
+# Teams refuses a message past about 28 KB; these keep any card below 20 KB.
 _FACT_MAX = 300
 _NAME_MAX = 200
 _ERROR_MAX = 2000
 _DESCRIPTION_MAX = 1000
-_TAGS_MAX = 50
+_TAGS_MAX = 50  # AWS allows 50 tags an image ...
+_TAGS_CHARS = 8000  # ... of up to 384 characters: past this many, the rest are counted
 _LINE_MAX = 300
 
 _INLINE = re.compile(r"([\\`*_\[\]<>~&|])")  # what can open emphasis, a link, code or HTML
@@ -97,6 +98,17 @@ def _facts(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     }
 
 
+def _within(pairs: list[tuple[str, str]], budget: int) -> list[tuple[str, str]]:
+    """The first pairs whose characters fit in `budget` (at least one)."""
+    kept: list[tuple[str, str]] = []
+    for title, value in pairs:
+        budget -= min(len(title), _FACT_MAX) + min(len(value), _FACT_MAX)
+        if kept and budget < 0:
+            break
+        kept.append((title, value))
+    return kept
+
+
 def _console(url: str) -> dict[str, Any]:
     return {"type": "Action.OpenUrl", "title": "Open in the EC2 console", "url": url}
 
@@ -131,9 +143,10 @@ class TeamsFormat:
         tags = image.get("tags")
         if isinstance(tags, dict) and tags:
             listed = sorted((str(key), str(value)) for key, value in tags.items())
-            body += [_label("Tags"), _facts(listed[:_TAGS_MAX])]
-            if len(listed) > _TAGS_MAX:
-                body.append(_subtle(f"and {len(listed) - _TAGS_MAX} more tags"))
+            shown = _within(listed[:_TAGS_MAX], _TAGS_CHARS)
+            body += [_label("Tags"), _facts(shown)]
+            if len(listed) > len(shown):
+                body.append(_subtle(f"and {len(listed) - len(shown)} more tags"))
         body.append(_subtle(f"event {escape(event.id)}"))
         return message(body, [_console(event.console_url)])
 

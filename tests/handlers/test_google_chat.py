@@ -381,3 +381,19 @@ class TestConfig:
         [handler] = parse_config(text, env={}).handlers
         assert handler.webhook_url.get_secret_value() == "https://chat.googleapis.com" + SECRET_PATH
         assert KEY not in repr(handler)
+
+
+class TestSize:
+    async def test_the_largest_event_and_digest_stay_within_chat_s_limits(
+        self, make_handler: MakeHandler
+    ) -> None:
+        handler = await make_handler(chat())
+        tags = {f"{n:02d}" + "k" * 126: "v" * 256 for n in range(50)}  # AWS's most
+        image = {"name": "n" * 500, "description": "d" * 5000, "tags": tags}
+        event = seed_event("failed", ErrorMessage="e" * 20_000)
+        for payload in (
+            handler.render(Notification(event, image)),
+            handler.render(seed_digest(100, "failed", image=image, ErrorMessage="e" * 5000)),
+        ):
+            assert_valid_chat_payload(payload)
+            assert len(json.dumps(payload, ensure_ascii=False).encode()) < 32_000  # Chat's limit

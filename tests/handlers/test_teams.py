@@ -271,3 +271,23 @@ class TestSecrets:
         assert logs, "the template failure is logged"
         text = f"{logs!r} {caught.value!s} {caught.value!r} {handler!r} {handler._config!r}"
         assert "s3cr3t" not in text and "/workflows/" not in text
+
+
+class TestSize:
+    async def test_the_largest_event_stays_far_below_teams_28_kb(
+        self, make_handler: MakeHandler
+    ) -> None:
+        handler = await make_handler(teams())
+        tags = {f"{n:02d}" + "k" * 126: "v" * 256 for n in range(50)}  # AWS's most
+        image = {"name": "n" * 500, "description": "d" * 5000, "tags": tags}
+        event = seed_event("failed", ErrorMessage="e" * 20_000)
+        payload = handler.render(Notification(event, image))
+        assert len(json.dumps(payload, ensure_ascii=False).encode()) < 20_000
+        [card] = cards_of(payload)
+        assert (
+            card["body"][-2]["text"].startswith("and ") and "more tags" in card["body"][-2]["text"]
+        )
+        assert_valid_teams_payloads([payload])
+        digest = handler.render(seed_digest(100, "failed", image=image, ErrorMessage="e" * 5000))
+        assert len(json.dumps(digest, ensure_ascii=False).encode()) < 20_000
+        assert_valid_teams_payloads([digest])
