@@ -120,7 +120,7 @@ class ChatWebhookHandler:
         for failure in failures:
             self._metrics.template_failures.labels(self.name).inc()
             _log.warning(
-                "template failed; sent the default message",
+                "template failed; used the default instead",
                 handler=self.name,
                 error=failure,
                 **context,
