@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 # Each creates .venv with pinned dependencies on first use.
-.PHONY: demo test lint check-deploy check-container bootstrap bench
+.PHONY: demo test lint check-deploy check-container bootstrap bench node-tools
 
 bootstrap:
 	@scripts/bootstrap
@@ -8,13 +8,17 @@ bootstrap:
 demo: bootstrap
 	.venv/bin/amid demo
 
-test: bootstrap lint check-deploy check-container
+test: bootstrap node-tools lint check-deploy check-container
 	.venv/bin/python -m pytest
 
 lint: bootstrap
 	.venv/bin/ruff check amid tests bench
 	.venv/bin/ruff format --check amid tests bench
 	.venv/bin/mypy
+
+# The node packages the tests run (tests/node: the Adaptive Cards validator), as locked.
+node-tools:
+	@scripts/node-tools
 
 # systemd-analyze, hadolint, cfn-lint and promtool over deploy/ (installs what is missing).
 check-deploy: bootstrap

@@ -344,6 +344,43 @@ class SlackHandlerConfig(_HandlerBase):
         return self
 
 
+class ChatWebhookConfig(_HandlerBase):
+    """What `teams` and `google_chat` share (SPEC 3f): a secret webhook URL, templates, a pace."""
+
+    webhook_url: SecretStr | None = None
+    webhook_url_file: Path | None = None
+    template: str | None = None
+    payload_template: str | None = None
+    rate_limit: Annotated[float, BeforeValidator(_not_bool)] = Field(
+        default=1.0, gt=0, description="messages per second per webhook"
+    )
+
+    _templates = field_validator("template", "payload_template")(_check_template)
+
+    @model_validator(mode="after")
+    def _secret(self) -> ChatWebhookConfig:
+        if (self.webhook_url is None) == (self.webhook_url_file is None):
+            raise ValueError("set exactly one of webhook_url and webhook_url_file")
+        if self.webhook_url_file is not None:
+            secret = _read_secret_file(self.webhook_url_file, "webhook_url_file")
+            object.__setattr__(self, "webhook_url", secret)
+        assert self.webhook_url is not None  # noqa: S101 - narrowed by the check above
+        if not self.webhook_url.get_secret_value().startswith(("https://", "http://")):
+            raise ValueError("webhook_url must be an http(s) URL")
+        return self
+
+
+class TeamsHandlerConfig(ChatWebhookConfig):
+    type: Literal["teams"]
+
+
+class GoogleChatHandlerConfig(ChatWebhookConfig):
+    type: Literal["google_chat"]
+    thread_by: str = "{{ image_id }}"  # the thread key: one image's messages share a thread
+
+    _thread_by = field_validator("thread_by")(_check_template)
+
+
 class SnsHandlerConfig(_HandlerBase):
     type: Literal["sns"]
     topic_arn: str = Field(
@@ -405,7 +442,9 @@ HandlerConfig = Annotated[
     | SlackHandlerConfig
     | SnsHandlerConfig
     | WebhookHandlerConfig
-    | ConsoleHandlerConfig,
+    | ConsoleHandlerConfig
+    | TeamsHandlerConfig
+    | GoogleChatHandlerConfig,
     Field(discriminator="type"),
 ]
 
@@ -678,9 +717,14 @@ def _format_errors(error: ValidationError, document: Any) -> list[str]:
         if item["type"] == "extra_forbidden":
             message = "unknown key"
         elif item["type"] == "union_tag_invalid":
-            message = "unknown handler type; use one of shell, slack, sns, webhook, console"
+            message = (
+                "unknown handler type; use one of shell, slack, sns, webhook, console, "
+                "teams, google_chat"
+            )
         elif item["type"] == "union_tag_not_found":
-            message = "missing key 'type' (shell, slack, sns, webhook or console)"
+            message = (
+                "missing key 'type' (shell, slack, sns, webhook, console, teams or google_chat)"
+            )
         if (path == "<root>" and _PATHED.match(message)) or (
             message.startswith((f"{path}[", f"{path}.")) and ": " in message
         ):

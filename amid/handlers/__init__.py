@@ -32,9 +32,11 @@ Factory = Callable[[Any, Config, HandlerResources], Handler]
 # daemon with one webhook does not carry the Slack, SNS and shell code in memory.
 REGISTRY: dict[str, tuple[str, str]] = {
     "console": ("amid.handlers.console", "ConsoleHandler"),
+    "google_chat": ("amid.handlers.google_chat", "GoogleChatHandler"),
     "shell": ("amid.handlers.shell", "ShellHandler"),
     "slack": ("amid.handlers.slack", "SlackHandler"),
     "sns": ("amid.handlers.sns", "SnsHandler"),
+    "teams": ("amid.handlers.teams", "TeamsHandler"),
     "webhook": ("amid.handlers.webhook", "WebhookHandler"),
 }
 
