@@ -32,6 +32,7 @@ Factory = Callable[[Any, Config, HandlerResources], Handler]
 # daemon with one webhook does not carry the Slack, SNS and shell code in memory.
 REGISTRY: dict[str, tuple[str, str]] = {
     "console": ("amid.handlers.console", "ConsoleHandler"),
+    "pagerduty": ("amid.handlers.pagerduty", "PagerDutyHandler"),
     "shell": ("amid.handlers.shell", "ShellHandler"),
     "slack": ("amid.handlers.slack", "SlackHandler"),
     "sns": ("amid.handlers.sns", "SnsHandler"),
