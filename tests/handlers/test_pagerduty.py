@@ -305,8 +305,10 @@ class TestNotices:
 class TestOutcomes:
     @pytest.mark.parametrize(
         ("status", "retryable"),
-        [(429, True), (408, True), (500, True), (502, True), (503, True), (400, False)]
-        + [(401, False), (403, False), (404, False), (413, False), (200, False)],
+        [
+            *[(status, True) for status in (429, 408, 500, 502, 503)],
+            *[(status, False) for status in (400, 401, 403, 404, 413, 200)],
+        ],
     )
     async def test_each_status_is_classified_as_spec_says(
         self, make_handler: MakeHandler, api: EventsApi, status: int, retryable: bool
