@@ -32,7 +32,14 @@ class TestExample:
         assert config.dedupe.backend == "sqlite"
         assert config.dedupe.ttl == 7 * 86400
         assert config.shutdown_timeout == 20
-        assert [h.type for h in config.handlers] == ["slack", "sns", "shell", "webhook", "console"]
+        assert [h.type for h in config.handlers] == [
+            "slack",
+            "sns",
+            "shell",
+            "webhook",
+            "console",
+            "pagerduty",
+        ]
 
     def test_the_example_shows_every_key_of_every_section(self):
         text = EXAMPLE.read_text()

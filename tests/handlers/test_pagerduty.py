@@ -31,8 +31,12 @@ from tests.pagerduty_server import EventsApi, Reply, problems
 ROUTING_KEY = "R0UT1NGK3Y0123456789abcdefABCDEF"
 IMAGE = {"name": "golden-web-2025-05-01", "tags": {"Pipeline": "golden-web", "Team": "platform"}}
 PIPELINE_KEY = "{{ account }}/{{ region }}/{{ image.tags.Pipeline }}"
-# docs/handlers.md: the image name without its trailing date (golden-web-2025-05-01 -> golden-web)
-NAME_KEY = "{{ account }}/{{ region }}/{{ image.name.rsplit('-', 3)[0] }}"
+# docs/handlers.md's recipes: by the pipeline tag, by the image name without its trailing date
+# (golden-web-2025-05-01 -> golden-web), each falling back to the image id.
+TAG_RECIPE = "{{ account }}/{{ region }}/{{ image.tags.Pipeline or image_id }}"
+NAME_RECIPE = (
+    "{{ account }}/{{ region }}/{{ image.name.rsplit('-', 3)[0] if image.name else image_id }}"
+)
 
 
 def pagerduty(url: str, **options: Any) -> dict[str, Any]:
@@ -138,14 +142,36 @@ class TestRequest:
         await handler.send(notify("failed"))
         assert api.accepted()[0].dedup_key == "012345678901/us-east-1/ami-0123456789example"
 
-    async def test_the_name_without_its_date_recipe_keys_two_builds_alike(
-        self, make_handler: MakeHandler, api: EventsApi
+    @pytest.mark.parametrize(
+        ("recipe", "failed_image", "good_image"),
+        [
+            (TAG_RECIPE, IMAGE, {**IMAGE, "name": "golden-web-2025-05-02"}),
+            (NAME_RECIPE, {"name": "golden-web-2025-05-01"}, {"name": "golden-web-2025-05-02"}),
+        ],
+    )
+    async def test_the_recipes_of_the_docs_key_two_builds_of_a_pipeline_alike(
+        self,
+        make_handler: MakeHandler,
+        api: EventsApi,
+        recipe: str,
+        failed_image: dict[str, Any],
+        good_image: dict[str, Any],
     ) -> None:
-        handler = await make_handler(pagerduty(api.url, dedup_key=NAME_KEY))
-        await handler.send(notify("failed", {"name": "golden-web-2025-05-01"}))
-        await handler.send(notify("available", {"name": "golden-web-2025-05-02"}))
-        keys = [r.dedup_key for r in api.accepted()]
-        assert keys == ["012345678901/us-east-1/golden-web"] * 2
+        handler = await make_handler(pagerduty(api.url, dedup_key=recipe))
+        await handler.send(notify("failed", failed_image))
+        await handler.send(notify("available", good_image))
+        await handler.send(notify("failed", {}))  # an image that does not tell: its id
+        keys = [(r.action, r.dedup_key) for r in api.accepted()]
+        assert keys == [
+            ("trigger", "012345678901/us-east-1/golden-web"),
+            ("resolve", "012345678901/us-east-1/golden-web"),
+            ("trigger", "012345678901/us-east-1/ami-0123456789example"),
+        ]
+
+    def test_the_recipes_tested_here_are_the_ones_the_docs_show(self) -> None:
+        docs = (Path(__file__).parents[2] / "docs" / "handlers.md").read_text()
+        assert f'dedup_key: "{TAG_RECIPE}"' in docs
+        assert f'dedup_key: "{NAME_RECIPE}"' in docs
 
     def test_the_compact_date_recipe_of_the_docs_strips_a_timestamp_too(self) -> None:
         context = template_context(seed_event("failed"), {"name": "golden-web-20250501T0200"})
