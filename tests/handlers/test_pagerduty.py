@@ -15,9 +15,13 @@ from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 
 from amid.config import ConfigError, parse_config
-from amid.handlers import HandlerError, HandlerResources
+from amid.handlers import HandlerError, HandlerResources, build_handler
 from amid.handlers.base import Notification
+from amid.pipeline.process import Pipeline, Runtime
+from amid.pipeline.routing import Router
+from amid.store.memory import MemoryStore
 from amid.templates import render, template_context
+from amid.tools.offline import synthetic_event
 from tests.handlers.conftest import (
     MakeHandler,
     assert_golden,
@@ -440,3 +444,36 @@ class TestConfig:
             "disabled": "none",
             "new": "none",
         }
+
+
+class TestLedger:
+    """Guarantee 2.12: an action is recorded per (event, handler) like any delivery."""
+
+    async def test_a_redelivery_after_another_handler_failed_sends_no_second_trigger(
+        self, api: EventsApi, resources: HandlerResources, closed_port_url: str
+    ) -> None:
+        text = yaml.safe_dump(
+            {
+                "queue": {"url": "http://127.0.0.1:1/123456789012/q"},
+                "defaults": {"retry": {"attempts": 1}},
+                "handlers": [
+                    pagerduty(api.url),
+                    {"name": "inventory", "type": "webhook", "url": closed_port_url},
+                ],
+            }
+        )
+        config = parse_config(text, env={})
+        handlers = {h.name: build_handler(h, config, resources) for h in config.handlers}
+        runtime = Runtime(config, Router(config.handlers), handlers)
+        pipeline = Pipeline(
+            ledger=MemoryStore(ttl=3600), metrics=resources.metrics, owner="me", lease=30
+        )
+        body = json.dumps(synthetic_event("failed"))
+        outcomes = [await pipeline.process(body, runtime) for _ in range(3)]
+        assert [o.label for o in outcomes] == ["retry"] * 3, "the webhook still fails"
+        assert [r.action for r in api.received()] == ["trigger"]
+        first = {r.handler: r for r in outcomes[0].results}
+        assert (
+            first["oncall"].delivered and first["oncall"].reference == api.received()[0].dedup_key
+        )
+        assert [r.handler for r in outcomes[2].results] == ["inventory"]
