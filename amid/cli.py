@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from amid import __version__
-from amid.config import Config, ConfigError, default_config_path, load_config
+from amid.config import (
+    Config,
+    ConfigError,
+    PagerDutyHandlerConfig,
+    default_config_path,
+    load_config,
+)
 from amid.logs import configure_logging
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -228,6 +234,8 @@ def _check_config(config: Config, path: Path, explain: Path | None, image: Path 
             f"    - {handler.name} ({handler.type}): {match}; timeout "
             f"{config.timeout_for(handler):g}s, {retry.attempts} attempts"
         )
+        if isinstance(handler, PagerDutyHandlerConfig):
+            print(f"      {handler.summary()}")
         if handler.digest is not None:
             digest = handler.digest
             print(

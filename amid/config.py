@@ -425,6 +425,91 @@ class WebhookHandlerConfig(_HandlerBase):
         return self
 
 
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+PAGERDUTY_SEVERITIES = ("critical", "error", "warning", "info")
+PagerDutyAction = Literal["trigger", "acknowledge", "resolve", "none"]
+PAGERDUTY_ACTIONS: dict[str, PagerDutyAction] = {
+    "available": "resolve",
+    "failed": "trigger",
+    "deregistered": "none",
+    "disabled": "none",
+}
+
+
+class PagerDutyHandlerConfig(_HandlerBase):
+    """Events API v2 (SPEC 3e): a failed build triggers an incident, the next good one
+    resolves it."""
+
+    type: Literal["pagerduty"]
+    routing_key: SecretStr | None = None
+    routing_key_file: Path | None = None
+    dedup_key: str = "{{ account }}/{{ region }}/{{ image_id }}"
+    actions: dict[str, PagerDutyAction] = {}  # only the states it changes; see action_for
+    severity: str = "error"  # one of PAGERDUTY_SEVERITIES, or a template rendering one
+    events_url: str = PAGERDUTY_EVENTS_URL
+
+    _templates = field_validator("dedup_key")(_check_template)
+
+    @field_validator("digest")
+    @classmethod
+    def _no_digest(cls, value: DigestConfig | None) -> DigestConfig | None:
+        if value is not None:
+            raise ValueError("a pagerduty handler takes no digest (PagerDuty groups alerts itself)")
+        return value
+
+    @field_validator("actions")
+    @classmethod
+    def _states(cls, value: dict[str, PagerDutyAction]) -> dict[str, PagerDutyAction]:
+        for state in value:
+            if state not in PAGERDUTY_ACTIONS:
+                raise ValueError(
+                    f"{state!r} is not an AMI state; use {', '.join(PAGERDUTY_ACTIONS)}"
+                )
+        return value
+
+    @field_validator("severity")
+    @classmethod
+    def _severity(cls, value: str) -> str:
+        if "{{" in value or "{%" in value:
+            templates.compile_template(value)
+        elif value not in PAGERDUTY_SEVERITIES:
+            raise ValueError(
+                f"{value!r} is not a severity; use {', '.join(PAGERDUTY_SEVERITIES)} or a template"
+            )
+        return value
+
+    @field_validator("events_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("events_url must be an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _secret(self) -> PagerDutyHandlerConfig:
+        if (self.routing_key is None) == (self.routing_key_file is None):
+            raise ValueError("set exactly one of routing_key and routing_key_file")
+        if self.routing_key_file is not None:
+            secret = _read_secret_file(self.routing_key_file, "routing_key_file")
+            object.__setattr__(self, "routing_key", secret)
+        assert self.routing_key is not None  # noqa: S101 - narrowed by the check above
+        if not self.routing_key.get_secret_value().strip():
+            raise ValueError("routing_key is empty")
+        return self
+
+    def summary(self) -> str:
+        """For check-config: the key, what each state does, the severity, where it goes."""
+        acts = ", ".join(f"{state} -> {self.action_for(state)}" for state in PAGERDUTY_ACTIONS)
+        return (
+            f"pagerduty: dedup_key {self.dedup_key}; {acts}; severity {self.severity}; "
+            f"to {self.events_url}"
+        )
+
+    def action_for(self, state: str) -> PagerDutyAction:
+        """What an event of `state` does: `actions`, else the default (none for a new state)."""
+        return self.actions.get(state) or PAGERDUTY_ACTIONS.get(state, "none")
+
+
 def _load_yaml_mapping(path: Path, key: str) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -444,7 +529,8 @@ HandlerConfig = Annotated[
     | WebhookHandlerConfig
     | ConsoleHandlerConfig
     | TeamsHandlerConfig
-    | GoogleChatHandlerConfig,
+    | GoogleChatHandlerConfig
+    | PagerDutyHandlerConfig,
     Field(discriminator="type"),
 ]
 
@@ -719,11 +805,12 @@ def _format_errors(error: ValidationError, document: Any) -> list[str]:
         elif item["type"] == "union_tag_invalid":
             message = (
                 "unknown handler type; use one of shell, slack, sns, webhook, console, "
-                "teams, google_chat"
+                "teams, google_chat, pagerduty"
             )
         elif item["type"] == "union_tag_not_found":
             message = (
-                "missing key 'type' (shell, slack, sns, webhook, console, teams or google_chat)"
+                "missing key 'type' (shell, slack, sns, webhook, console, teams, google_chat "
+                "or pagerduty)"
             )
         if (path == "<root>" and _PATHED.match(message)) or (
             message.startswith((f"{path}[", f"{path}.")) and ": " in message

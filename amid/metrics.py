@@ -23,6 +23,7 @@ SQS_OPERATIONS = (
 )
 
 LOOKUP_OUTCOMES = ("described", "remembered", "not_found", "unavailable", "denied")
+INCIDENT_ACTIONS = ("trigger", "acknowledge", "resolve")
 RETRY_REASONS = ("handler_failed", "ledger_unavailable", "enrich_unavailable")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -212,6 +213,14 @@ class Metrics:
             registry=r,
         )
         self._expectation_handlers: dict[str, set[str]] = {}
+        # --- incidents (SPEC 3e) ---
+        self.incidents = Counter(
+            "amid_incidents_total",
+            "PagerDuty events accepted (HTTP 202), per handler and action: trigger, acknowledge,"
+            " resolve. A state mapped to none sends nothing and is not counted here.",
+            ["handler", "action"],
+            registry=r,
+        )
         self._prime()
 
     def prime_digest_handler(self, name: str) -> None:
@@ -239,6 +248,10 @@ class Metrics:
         for outcome in ("success", "error", "timeout"):
             self.handler_attempts.labels(name, outcome)
         self.handler_duration.labels(name)
+
+    def prime_incidents(self, name: str) -> None:
+        for action in INCIDENT_ACTIONS:
+            self.incidents.labels(name, action)
 
     def prime_expectation(self, name: str, handlers: Iterable[str]) -> None:
         self.expectation_overdue.labels(name)

@@ -33,7 +33,7 @@ class TestExample:
         assert config.dedupe.ttl == 7 * 86400
         assert config.shutdown_timeout == 20
         types = ["slack", "sns", "shell", "webhook", "console", "teams", "google_chat"]
-        assert [h.type for h in config.handlers] == types
+        assert [h.type for h in config.handlers] == [*types, "pagerduty"]
 
     def test_the_example_shows_every_key_of_every_section(self):
         text = EXAMPLE.read_text()

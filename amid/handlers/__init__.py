@@ -33,6 +33,7 @@ Factory = Callable[[Any, Config, HandlerResources], Handler]
 REGISTRY: dict[str, tuple[str, str]] = {
     "console": ("amid.handlers.console", "ConsoleHandler"),
     "google_chat": ("amid.handlers.google_chat", "GoogleChatHandler"),
+    "pagerduty": ("amid.handlers.pagerduty", "PagerDutyHandler"),
     "shell": ("amid.handlers.shell", "ShellHandler"),
     "slack": ("amid.handlers.slack", "SlackHandler"),
     "sns": ("amid.handlers.sns", "SnsHandler"),

@@ -86,8 +86,12 @@ async def deliver(
     headers: Mapping[str, str],
     what: str,
     secrets: Iterable[str] = (),
+    accept: frozenset[int] | None = None,
 ) -> None:
     """Send one request; return on 2xx, else raise a classified HandlerError.
+
+    `accept` narrows success to these statuses (PagerDuty's 202); another 2xx is then a
+    permanent failure: the destination did not take the request as documented.
 
     Redirects are not followed: a webhook that moves is a configuration error, and
     following one would hand the headers (tokens) to wherever it points.
@@ -102,7 +106,14 @@ async def deliver(
             allow_redirects=False,
         ) as response:
             if 200 <= response.status < 300:
-                return
+                if accept is None or response.status in accept:
+                    return
+                wanted = " or ".join(map(str, sorted(accept)))
+                raise HandlerError(
+                    f"{what} answered HTTP {response.status}, not {wanted}",
+                    retryable=False,
+                    reason=f"http_{response.status}",
+                )
             raw = await response.content.read(_BODY_EXCERPT_BYTES)
             text = raw.decode("utf-8", "replace")
             hidden = _secrets(url, secrets)

@@ -65,15 +65,22 @@ def _verb(state: str) -> str:
     return _VERB.get(state, f"changed state to {state}")
 
 
-def default_text(notification: Notification) -> str:
-    """The fallback line: image id, state, region, and the error message when there is one."""
+def headline(notification: Notification) -> str:
+    """`AMI ami-0123 failed in us-east-1: why`, plain text: the words of the fallback line,
+    which PagerDuty's summary reuses too."""
     event = notification.event
-    text = f"{EMOJI.get(event.state, _OTHER_EMOJI)} AMI {event.image_id} {_verb(event.state)}"
+    text = f"AMI {event.image_id} {_verb(event.state)}"
     if event.region:
         text += f" in {event.region}"
     if event.error_message:
         text += f": {event.error_message}"
-    return cut(escape(text), _TEXT_MAX)
+    return text
+
+
+def default_text(notification: Notification) -> str:
+    """The fallback line: image id, state, region, and the error message when there is one."""
+    emoji = EMOJI.get(notification.event.state, _OTHER_EMOJI)
+    return cut(escape(f"{emoji} {headline(notification)}"), _TEXT_MAX)
 
 
 def _slack_time(value: str, occurred_at: datetime | None) -> str:

@@ -111,7 +111,7 @@ CORPUS: dict[str, Broken] = {
         "unknown key",
     ),
     "unknown-handler-type": Broken(
-        QUEUE + handler("{name: h, type: pagerduty}"), "handlers[0]", "unknown handler type"
+        QUEUE + handler("{name: h, type: carrier-pigeon}"), "handlers[0]", "unknown handler type"
     ),
     "missing-handler-type": Broken(QUEUE + handler("{name: h}"), "handlers[0]", "type"),
     "missing-queue": Broken(HOOK, "queue"),
