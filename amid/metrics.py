@@ -93,7 +93,7 @@ class Metrics:
         )
         self.notifications = Counter(
             "amid_notifications_total",
-            "Per event and handler, after in-process retries: delivered or failed.",
+            "Per event and handler, after in-process retries: delivered, failed or silenced.",
             ["handler", "outcome"],
             registry=r,
         )
@@ -212,6 +212,12 @@ class Metrics:
             registry=r,
         )
         self._expectation_handlers: dict[str, set[str]] = {}
+        # --- silences (SPEC 3g) ---
+        self.silences_active = Gauge(
+            "amid_silences_active",
+            "Silences active now: config windows and run-time silences.",
+            registry=r,
+        )
         self._prime()
 
     def prime_digest_handler(self, name: str) -> None:
@@ -234,7 +240,7 @@ class Metrics:
                 self.sqs_requests.labels(operation, outcome)
 
     def prime_handler(self, name: str) -> None:
-        for outcome in ("delivered", "failed"):
+        for outcome in ("delivered", "failed", "silenced"):
             self.notifications.labels(name, outcome)
         for outcome in ("success", "error", "timeout"):
             self.handler_attempts.labels(name, outcome)
