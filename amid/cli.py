@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -221,7 +222,12 @@ def _run(config: Config, config_path: Path) -> int:
 def _check_config(config: Config, path: Path, explain: Path | None, image: Path | None) -> int:
     if explain is not None:
         from amid.patterns import names_field
-        from amid.tools.explain import describe_plan, explain_routes, format_explanation
+        from amid.tools.explain import (
+            describe_plan,
+            explain_routes,
+            explain_silences,
+            format_explanation,
+        )
 
         try:
             event = json.loads(explain.read_text(encoding="utf-8"))
@@ -234,7 +240,11 @@ def _check_config(config: Config, path: Path, explain: Path | None, image: Path 
             return EXIT_USAGE
         if any(h.match is not None and names_field(h.match, "image") for h in config.handlers):
             print(describe_plan(config, event, facts))
-        print(format_explanation(explain_routes(config, event, facts)))
+        routes = explain_routes(config, event, facts)
+        print(format_explanation(routes))
+        reached = [route.handler for route in routes if route.matched]
+        for line in explain_silences(config, event, facts, reached, time.time()):
+            print(line)
         return EXIT_OK
     print(f"{path}: valid")
     print(
@@ -261,6 +271,7 @@ def _check_config(config: Config, path: Path, explain: Path | None, image: Path 
                 "events"
             )
     _summarise_expectations(config)
+    _summarise_silences(config)
     return EXIT_OK
 
 
@@ -277,6 +288,26 @@ def _summarise_expectations(config: Config) -> None:
             f"    - {item.name}: {Expectation.from_config(item).expected}, "
             f"grace {human_duration(item.grace)}; {match}; "
             f"notify {', '.join(item.notify)}, {recovery}"
+        )
+
+
+def _summarise_silences(config: Config) -> None:
+    from amid.silences.window import Window
+    from amid.tools.explain import when_active
+
+    if config.silences:
+        print(f"  silences ({len(config.silences)}):")
+    for item in config.silences:
+        holds = (
+            json.dumps(item.match)
+            if item.match
+            else f"overdue notices of {', '.join(item.expectations or ())}"
+        )
+        window = Window(item.schedule, item.duration, item.zone)
+        handlers = ", ".join(item.handlers or ["every handler"])
+        print(
+            f"    - {item.name}: holds {holds} for {handlers}; "
+            f"{window.describe()}; {when_active(window, time.time())}"
         )
 
 
@@ -317,7 +348,6 @@ async def _print_expectations(config: Config) -> int:
 
 def _silence(config: Config, args: argparse.Namespace) -> int:
     import getpass
-    import time
 
     from amid.tools.silences import SilenceRefused, new_silence
 

@@ -76,10 +76,11 @@ class Silence:
     def covers(self, handler: str) -> bool:
         return self.handlers is None or handler in self.handlers
 
-    def could_match(self, event: AmiStateChange) -> bool:
-        """Before the image is known: False when no image could make the pattern fit."""
+    def could_match(self, raw: Mapping[str, Any]) -> bool:
+        """Before the image is known: False when no image could make the pattern fit `raw`
+        (the event)."""
         return self.pattern is not None and (
-            self.precondition is None or self.precondition.matches(event.raw)
+            self.precondition is None or self.precondition.matches(raw)
         )
 
 
@@ -114,7 +115,7 @@ def hold(
                 if silence.pattern.matches(event.raw):
                     held[handler] = silence.ident
                     break
-            elif silence.could_match(event):
+            elif silence.could_match(event.raw):
                 if image is None:
                     unsure = True
                     continue

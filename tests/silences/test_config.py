@@ -1,0 +1,184 @@
+"""Config silences (errors name the YAML path), `check-config` and `--explain` on them, and
+`amid silence` refusing what it cannot keep."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from amid.cli import main
+from amid.config import ConfigError, parse_config
+from amid.tools.offline import synthetic_event
+
+SUNDAY = {
+    "name": "sunday-cleanup",
+    "match": {"account": ["111122223333"], "detail": {"State": ["deregistered"]}},
+    "schedule": "0 2 * * 0",
+    "duration": "3h",
+    "timezone": "Europe/Berlin",
+    "handlers": ["ops-slack"],
+}
+
+
+def document(tmp_path: Path, *silences: dict[str, Any], **top: Any) -> dict[str, Any]:
+    return {
+        "queue": {"url": "https://sqs.us-east-1.amazonaws.com/123456789012/q"},
+        "dedupe": {"backend": "sqlite", "path": str(tmp_path / "amid.sqlite3")},
+        "handlers": [
+            {"name": "ops-slack", "type": "console"},
+            {"name": "audit", "type": "console"},
+        ],
+        "expectations": [{"name": "nightly", "every": "24h", "notify": ["ops-slack"]}],
+        "silences": list(silences),
+        **top,
+    }
+
+
+def problems(tmp_path: Path, *silences: dict[str, Any], **top: Any) -> list[str]:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(yaml.safe_dump(document(tmp_path, *silences, **top)), env={})
+    return raised.value.problems
+
+
+class TestErrorsNameThePath:
+    @pytest.mark.parametrize(
+        ("change", "problem"),
+        [
+            ({"handlers": ["nope"]}, "silences[0].handlers: no handler named 'nope'"),
+            (
+                {"match": None, "expectations": ["weekly"]},
+                "silences[0].expectations: no expectation named 'weekly'",
+            ),
+            ({"schedule": "0 2 * *"}, "silences[0].schedule: '0 2 * *' is not a five-field"),
+            ({"schedule": "0 25 * * *"}, "silences[0].schedule: '0 25 * * *' is not a cron"),
+            ({"timezone": "Mars/Olympus"}, "silences[0].timezone: 'Mars/Olympus' is not an IANA"),
+            ({"duration": "91d"}, "silences[0].duration: a silence lasts at most 90d"),
+            ({"match": {"account": "1"}}, "silences[0].match: account"),
+            ({"match": None}, "silences[0]: set exactly one of match (events) and expectations"),
+            ({"colour": "red"}, "silences[0].colour: unknown key"),
+            (
+                {"match": {"image": {"name": ["x"]}}},
+                "silences[0].match.image: matching on the image needs enrich.describe_images",
+            ),
+        ],
+    )
+    def test_a_bad_silence_is_refused_with_its_path(
+        self, tmp_path: Path, change: dict[str, Any], problem: str
+    ) -> None:
+        silence = {k: v for k, v in {**SUNDAY, **change}.items() if v is not None}
+        (found,) = problems(tmp_path, silence)
+        assert found.startswith(problem)
+
+    def test_a_name_used_twice_is_refused(self, tmp_path: Path) -> None:
+        assert problems(tmp_path, SUNDAY, SUNDAY) == [
+            "silences[1].name: 'sunday-cleanup' is used twice; names must be unique"
+        ]
+
+    def test_ninety_days_and_the_image_with_enrichment_are_valid(self, tmp_path: Path) -> None:
+        on_image = {**SUNDAY, "match": {"image": {"tags": {"Team": ["payments"]}}}}
+        config = parse_config(
+            yaml.safe_dump(
+                document(
+                    tmp_path, {**on_image, "duration": "90d"}, enrich={"describe_images": True}
+                )
+            ),
+            env={},
+        )
+        assert config.silences[0].duration == 90 * 86400
+        assert config.silences[0].timezone == "Europe/Berlin"
+
+
+def write(tmp_path: Path, *silences: dict[str, Any], backend: str = "sqlite") -> str:
+    config = document(tmp_path, *silences)
+    config["dedupe"]["backend"] = backend
+    path = tmp_path / "amid.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return str(path)
+
+
+class TestCheckConfig:
+    def test_it_lists_each_silence_and_when_it_is_next_active(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        freeze = {"name": "freeze", "expectations": ["nightly"], "schedule": "* * * * *"}
+        assert (
+            main(["check-config", "-c", write(tmp_path, SUNDAY, {**freeze, "duration": "2h"})]) == 0
+        )
+        out = capsys.readouterr().out
+        assert "  silences (2):" in out
+        (sunday,) = [line for line in out.splitlines() if "- sunday-cleanup: " in line]
+        assert sunday.startswith(
+            '    - sunday-cleanup: holds {"account": ["111122223333"], "detail": {"State": '
+            '["deregistered"]}} for ops-slack; 0 2 * * 0 in Europe/Berlin for 3h; '
+        )
+        assert "; next from " in sunday or "; active now until " in sunday  # Sunday night
+        assert (
+            "    - freeze: holds overdue notices of nightly for every handler; "
+            "* * * * * in UTC for 2h; active now until "
+        ) in out
+
+    def test_explain_says_which_silence_would_hold_the_event(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        config = write(tmp_path, SUNDAY)
+        held = tmp_path / "held.json"
+        held.write_text(json.dumps(synthetic_event("deregistered", account="111122223333")))
+        free = tmp_path / "free.json"
+        free.write_text(json.dumps(synthetic_event("deregistered", account="999988887777")))
+        assert main(["check-config", "-c", config, "--explain", str(held)]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[:2] == ["✓ ops-slack", "✓ audit"]
+        (line,) = lines[2:]
+        assert line.startswith(
+            "silenced: sunday-cleanup would hold ops-slack (0 2 * * 0 in Europe/Berlin for 3h; "
+        )
+        assert main(["check-config", "-c", config, "--explain", str(free)]) == 0
+        assert "silenced" not in capsys.readouterr().out
+
+
+class TestSilenceCommandRefuses:
+    def test_the_memory_backend_exit_2(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        config = write(tmp_path, backend="memory")
+        assert main(["silence", "list", "-c", config]) == 2
+        assert "dedupe.backend is memory" in capsys.readouterr().err
+
+    @pytest.mark.parametrize(
+        ("arguments", "problem"),
+        [
+            (["--account", "111122223333", "--for", "91d"], "--for: a silence lasts at most 90d"),
+            (
+                ["--account", "111122223333", "--until", "2099-01-01T00:00:00Z"],
+                "--until: a silence",
+            ),
+            (
+                ["--account", "111122223333", "--until", "2020-01-01T00:00:00Z"],
+                "--until: the silence would end",
+            ),
+            (["--account", "111122223333", "--until", "tomorrow"], "--until: 'tomorrow' is not"),
+            (["--image-id", "ami-x", "--for", "1h"], "--image-id: 'ami-x' is not an AMI id"),
+            (["--match", "[1]", "--for", "1h"], "--match: must be a JSON object"),
+            (["--match", '{"account": "1"}', "--for", "1h"], "--match: account"),
+            (
+                ["--account", "111122223333", "--handler", "nope", "--for", "1h"],
+                "--handler: no handler named 'nope'",
+            ),
+        ],
+    )
+    def test_a_bad_add_exit_2_and_keeps_nothing(
+        self,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        arguments: list[str],
+        problem: str,
+    ) -> None:
+        config = write(tmp_path)
+        assert main(["silence", "add", "-c", config, *arguments, "--comment", "x"]) == 2
+        assert capsys.readouterr().err.startswith(f"silence add: {problem}")
+        assert main(["silence", "list", "-c", config, "--all"]) == 0
+        assert capsys.readouterr().out.startswith("no silences")
