@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from amid.cli import main
-from amid.config import ConfigError, parse_config
+from amid.config import ConfigError, load_config, parse_config
 from amid.tools.offline import synthetic_event
 
 SUNDAY = {
@@ -182,3 +182,37 @@ class TestSilenceCommandRefuses:
         assert capsys.readouterr().err.startswith(f"silence add: {problem}")
         assert main(["silence", "list", "-c", config, "--all"]) == 0
         assert capsys.readouterr().out.startswith("no silences")
+
+
+class TestDocumented:
+    """The Sunday cleanup of README.md and docs/routing.md, and the example file, are configs
+    amid accepts, holding what they say they hold."""
+
+    @pytest.mark.parametrize("doc", ["README.md", "docs/routing.md"])
+    def test_the_documented_sunday_cleanup_holds_deregistrations_from_ops_slack(
+        self, doc: str
+    ) -> None:
+        text = (Path(__file__).parent.parent.parent / doc).read_text()
+        block = next(b for b in text.split("```yaml")[1:] if "sunday-cleanup" in b)
+        yaml_text = block.split("```")[0].replace(
+            "webhook_url_file: /run/secrets/ops-slack-webhook", "webhook_url: https://x.test/"
+        )
+        if "queue:" not in yaml_text:
+            yaml_text = "queue: {url: https://sqs.us-east-1.amazonaws.com/1/q}\n" + yaml_text
+        config = parse_config(yaml_text, env={"SLACK_WEBHOOK_URL": "https://x.test/"})
+        (silence,) = config.silences
+        assert (silence.schedule, silence.duration, silence.timezone) == (
+            "0 2 * * 0",
+            3 * 3600,
+            "Europe/Berlin",
+        )
+        assert silence.handlers == ["ops-slack"]
+        assert {h.name for h in config.handlers} == {"ops-slack", "audit"}
+
+    def test_the_example_shows_every_key(self) -> None:
+        example = Path(__file__).parent.parent.parent / "config" / "amid.example.yaml"
+        text = example.read_text()
+        config = load_config(example, env={})
+        assert config.silences
+        for key in type(config.silences[0]).model_fields:
+            assert f"{key}:" in text, f"silences[].{key} is not shown in the example"
