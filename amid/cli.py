@@ -485,9 +485,12 @@ def _describe_outcome(outcome: Any) -> str:
     event = outcome.event
     line = f"{outcome.label}: {event.id} {event.image_id} {event.state}"
     failed = [r.handler for r in outcome.results if not r.delivered]
-    delivered = [r.handler for r in outcome.results if r.delivered]
+    delivered = [r.handler for r in outcome.results if r.delivered and r.silence is None]
+    silenced = [f"{r.handler} ({r.silence})" for r in outcome.results if r.silence is not None]
     if delivered:
         line += f" -> {', '.join(delivered)}"
+    if silenced:
+        line += f"; silenced: {', '.join(silenced)}"
     if failed:
         line += f"; failed: {', '.join(failed)}"
     return line

@@ -216,3 +216,22 @@ class TestDocumented:
         assert config.silences
         for key in type(config.silences[0]).model_fields:
             assert f"{key}:" in text, f"silences[].{key} is not shown in the example"
+
+
+def test_replay_holds_what_the_daemon_would_hold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config silence and a run-time one, added with the command, hold the replayed event."""
+    config = write(tmp_path, {**SUNDAY, "schedule": "* * * * *", "duration": "2h"})
+    event = synthetic_event("deregistered", "ami-0123456789abcdef0", account="111122223333")
+    events = tmp_path / "events.json"
+    events.write_text(json.dumps(event))
+    add = ["silence", "add", "-c", config, "--image-id", "ami-0123456789abcdef0"]
+    assert main([*add, "--handler", "audit", "--for", "1h", "--comment", "rebuild"]) == 0
+    silence_id = capsys.readouterr().out.strip()
+    assert main(["replay", "-c", config, str(events)]) == 0
+    handled = next(line for line in capsys.readouterr().out.splitlines() if "handled:" in line)
+    assert handled == (
+        f"handled: {event['id']} ami-0123456789abcdef0 deregistered; "
+        f"silenced: ops-slack (sunday-cleanup), audit ({silence_id})"
+    )
