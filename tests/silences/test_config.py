@@ -4,15 +4,25 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import yaml
 
 from amid.cli import main
 from amid.config import ConfigError, load_config, parse_config
 from amid.tools.offline import synthetic_event
+
+
+@pytest.fixture(autouse=True)
+def _logging_released() -> Iterator[None]:
+    """`main` points structlog at the captured stdout; give it back before capsys closes it."""
+    yield
+    structlog.reset_defaults()
+
 
 SUNDAY = {
     "name": "sunday-cleanup",

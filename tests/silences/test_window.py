@@ -109,3 +109,13 @@ class TestFixedSpans:
 
 def test_a_window_describes_itself_for_people() -> None:
     assert TestTheSundayCleanup.WINDOW.describe() == "0 2 * * 0 in Europe/Berlin for 3h"
+
+
+def test_a_remembered_answer_is_the_answer_at_any_moment_in_any_order() -> None:
+    """`active` keeps its last answer until the next start or end: asked every 7 minutes over
+    a week, forwards and backwards, it answers as a fresh window would."""
+    kept = Window("0 2 * * 0,3", 3 * 3600, BERLIN)
+    moments = [at(2026, 10, 20, 0, 0) + step * 420 for step in range(1440)]
+    for moment in [*moments, *reversed(moments)]:
+        assert kept.active(moment) == Window("0 2 * * 0,3", 3 * 3600, BERLIN).active(moment)
+    assert sum(kept.active(m) is not None for m in moments) > 0
