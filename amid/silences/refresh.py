@@ -74,6 +74,8 @@ class RunTimeSilences:
                 self._log.error(
                     "dedupe store unavailable; run-time silences as last read", error=str(error)
                 )
+            except Exception:  # noqa: BLE001 - a bug here must not end the refreshes
+                self._log.exception("reading the run-time silences failed; as last read")
             async with use_runtime() as runtime:
                 self.show(runtime)
             await asyncio.sleep(self._every)
