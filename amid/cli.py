@@ -413,6 +413,9 @@ async def _silence_in_store(
     except LedgerUnavailable as error:
         print(f"dedupe: cannot use the {config.dedupe.backend} store: {error}", file=sys.stderr)
         return EXIT_FAILED
+    except ValueError as error:  # the new id was taken (a 1 in 2^48 chance): run it again
+        print(f"silence add: {error}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
