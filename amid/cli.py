@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
             "expectations", help="each expectation's last match, next due time and status"
         )
     )
+    _silence_parser(commands, with_config)
     dedupe = commands.add_parser("dedupe", help="dedupe store helpers")
     dedupe_commands = dedupe.add_subparsers(dest="dedupe_command", required=True)
     with_config(dedupe_commands.add_parser("create-table", help="create the DynamoDB table"))
@@ -128,6 +130,28 @@ def _parser() -> argparse.ArgumentParser:
         help="sync this account's images through enrich.role_arn (repeatable; default: amid's own)",
     )
     return parser
+
+
+def _silence_parser(commands: Any, with_config: Any) -> None:
+    silence = commands.add_parser("silence", help="silences at run time: add, list, expire")
+    actions = silence.add_subparsers(dest="silence_command", required=True)
+    add = with_config(actions.add_parser("add", help="hold matching events; prints the id"))
+    what = add.add_mutually_exclusive_group(required=True)
+    what.add_argument("--match", metavar="PATTERN_JSON", help="an EventBridge event pattern")
+    what.add_argument("--image-id", metavar="ID", help="this image's events")
+    what.add_argument("--account", type=_account_id, metavar="ID", help="this account's events")
+    add.add_argument(
+        "--handler", action="append", default=[], metavar="NAME", help="(repeatable; default: all)"
+    )
+    until = add.add_mutually_exclusive_group(required=True)
+    until.add_argument("--for", dest="duration", metavar="DURATION", help="e.g. 2h, 7d (<= 90d)")
+    until.add_argument("--until", metavar="RFC3339", help="e.g. 2026-12-06T05:00:00Z")
+    add.add_argument("--comment", required=True, help="why; shown by list")
+    add.add_argument("--author", default=None, help="default: the login name")
+    listing = with_config(actions.add_parser("list", help="the silences active or to come"))
+    listing.add_argument("--all", action="store_true", help="also those ended (kept 7 days)")
+    expire = with_config(actions.add_parser("expire", help="end a silence now"))
+    expire.add_argument("id", metavar="ID")
 
 
 def _account_id(value: str) -> str:
@@ -167,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_doctor(config, args))
     if args.command == "expectations":
         return _expectations(config)
+    if args.command == "silence":
+        return _silence(config, args)
     if args.command == "dedupe":
         return asyncio.run(_create_table(config))
     if args.command == "images":
@@ -202,7 +228,12 @@ def _run(config: Config, config_path: Path) -> int:
 def _check_config(config: Config, path: Path, explain: Path | None, image: Path | None) -> int:
     if explain is not None:
         from amid.patterns import names_field
-        from amid.tools.explain import describe_plan, explain_routes, format_explanation
+        from amid.tools.explain import (
+            describe_plan,
+            explain_routes,
+            explain_silences,
+            format_explanation,
+        )
 
         try:
             event = json.loads(explain.read_text(encoding="utf-8"))
@@ -215,7 +246,11 @@ def _check_config(config: Config, path: Path, explain: Path | None, image: Path 
             return EXIT_USAGE
         if any(h.match is not None and names_field(h.match, "image") for h in config.handlers):
             print(describe_plan(config, event, facts))
-        print(format_explanation(explain_routes(config, event, facts)))
+        routes = explain_routes(config, event, facts)
+        print(format_explanation(routes))
+        reached = [route.handler for route in routes if route.matched]
+        for line in explain_silences(config, event, facts, reached, time.time()):
+            print(line)
         return EXIT_OK
     print(f"{path}: valid")
     print(
@@ -244,6 +279,7 @@ def _check_config(config: Config, path: Path, explain: Path | None, image: Path 
                 "events"
             )
     _summarise_expectations(config)
+    _summarise_silences(config)
     return EXIT_OK
 
 
@@ -260,6 +296,26 @@ def _summarise_expectations(config: Config) -> None:
             f"    - {item.name}: {Expectation.from_config(item).expected}, "
             f"grace {human_duration(item.grace)}; {match}; "
             f"notify {', '.join(item.notify)}, {recovery}"
+        )
+
+
+def _summarise_silences(config: Config) -> None:
+    from amid.silences.window import Window
+    from amid.tools.explain import when_active
+
+    if config.silences:
+        print(f"  silences ({len(config.silences)}):")
+    for item in config.silences:
+        holds = (
+            json.dumps(item.match)
+            if item.match
+            else f"overdue notices of {', '.join(item.expectations or ())}"
+        )
+        window = Window(item.schedule, item.duration, item.zone)
+        handlers = ", ".join(item.handlers or ["every handler"])
+        print(
+            f"    - {item.name}: holds {holds} for {handlers}; "
+            f"{window.describe()}; {when_active(window, time.time())}"
         )
 
 
@@ -295,6 +351,79 @@ async def _print_expectations(config: Config) -> int:
         print(f"dedupe: cannot read the {config.dedupe.backend} store: {error}", file=sys.stderr)
         return EXIT_FAILED
     print(table(found))
+    return EXIT_OK
+
+
+def _silence(config: Config, args: argparse.Namespace) -> int:
+    import getpass
+
+    from amid.tools.silences import SilenceRefused, new_silence
+
+    if config.dedupe.backend == "memory":
+        print(
+            "dedupe.backend is memory: a silence kept there would live only inside this "
+            "command, and no amid would see it (use sqlite or dynamodb)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    now = time.time()
+    record = None
+    if args.silence_command == "add":
+        try:
+            record = new_silence(
+                config,
+                match=args.match,
+                image_id=args.image_id,
+                account=args.account,
+                handlers=args.handler,
+                duration=args.duration,
+                until=args.until,
+                comment=args.comment,
+                author=args.author if args.author is not None else _login(getpass.getuser),
+                now=now,
+            )
+        except SilenceRefused as error:
+            print(f"silence add: {error}", file=sys.stderr)
+            return EXIT_USAGE
+    return asyncio.run(_silence_in_store(config, args, record, now))
+
+
+def _login(getuser: Any) -> str:
+    try:
+        return str(getuser())
+    except (OSError, KeyError):  # no user name in this container
+        return "unknown"
+
+
+async def _silence_in_store(
+    config: Config, args: argparse.Namespace, record: Any, now: float
+) -> int:
+    from amid.aws import AwsClients
+    from amid.store import LedgerUnavailable, open_store
+    from amid.tools.silences import table
+
+    try:
+        async with AwsClients() as aws:
+            store = await open_store(config.dedupe, aws, config.queue.resolved_region)
+            try:
+                if record is not None:
+                    await store.add_silence(record)
+                    print(record.id)
+                elif args.silence_command == "list":
+                    print(table(await store.silences(), now, everything=args.all))
+                elif await store.expire_silence(args.id, now) is None:
+                    print(f"silence expire: no silence with id {args.id!r}", file=sys.stderr)
+                    return EXIT_USAGE
+                else:
+                    print(f"silence {args.id} ended; every amid lets its events through within 15s")
+            finally:
+                await store.aclose()
+    except LedgerUnavailable as error:
+        print(f"dedupe: cannot use the {config.dedupe.backend} store: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except ValueError as error:  # the new id was taken (a 1 in 2^48 chance): run it again
+        print(f"silence add: {error}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -367,9 +496,12 @@ def _describe_outcome(outcome: Any) -> str:
     event = outcome.event
     line = f"{outcome.label}: {event.id} {event.image_id} {event.state}"
     failed = [r.handler for r in outcome.results if not r.delivered]
-    delivered = [r.handler for r in outcome.results if r.delivered]
+    delivered = [r.handler for r in outcome.results if r.delivered and r.silence is None]
+    silenced = [f"{r.handler} ({r.silence})" for r in outcome.results if r.silence is not None]
     if delivered:
         line += f" -> {', '.join(delivered)}"
+    if silenced:
+        line += f"; silenced: {', '.join(silenced)}"
     if failed:
         line += f"; failed: {', '.join(failed)}"
     return line

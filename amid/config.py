@@ -538,6 +538,31 @@ HandlerConfig = Annotated[
 # --- expectations ----------------------------------------------------------
 
 
+def _check_cron(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if len(value.split()) != 5:
+        raise ValueError(
+            f"{value!r} is not a five-field cron expression (minute hour day month weekday)"
+        )
+    try:
+        CronSim(value, datetime(2000, 1, 1, tzinfo=UTC))
+    except CronSimError as error:
+        raise ValueError(f"{value!r} is not a cron expression: {error}") from None
+    return value
+
+
+def _check_zone(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{value!r} is not an IANA time zone (e.g. UTC, Europe/Berlin)"
+            ) from None
+    return value
+
+
 class ExpectationConfig(_Model):
     """An AMI event that must come (SPEC 3c): every `every`, or between two `schedule` times."""
 
@@ -550,32 +575,8 @@ class ExpectationConfig(_Model):
     notify: list[str] = Field(min_length=1)
     recovery: bool = True
 
-    @field_validator("schedule")
-    @classmethod
-    def _cron(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if len(value.split()) != 5:
-            raise ValueError(
-                f"{value!r} is not a five-field cron expression (minute hour day month weekday)"
-            )
-        try:
-            CronSim(value, datetime(2000, 1, 1, tzinfo=UTC))
-        except CronSimError as error:
-            raise ValueError(f"{value!r} is not a cron expression: {error}") from None
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(
-                    f"{value!r} is not an IANA time zone (e.g. UTC, Europe/Berlin)"
-                ) from None
-        return value
+    _cron = field_validator("schedule")(_check_cron)
+    _zone = field_validator("timezone")(_check_zone)
 
     @model_validator(mode="after")
     def _one_clock(self) -> ExpectationConfig:
@@ -590,6 +591,40 @@ class ExpectationConfig(_Model):
         return ZoneInfo(self.timezone or "UTC")
 
 
+# --- silences --------------------------------------------------------------
+
+SILENCE_LONGEST = 90 * 86400.0  # SPEC 3g: no silence lasts longer
+
+
+class SilenceConfig(_Model):
+    """A recurring quiet window (SPEC 3g): from each `schedule` time, for `duration`."""
+
+    name: str = Field(pattern=_HANDLER_NAME)
+    match: Annotated[dict[str, Any] | None, BeforeValidator(_compile_pattern)] = None
+    expectations: list[str] | None = Field(default=None, min_length=1)
+    schedule: Annotated[str, AfterValidator(_check_cron)]
+    duration: Duration = Field(gt=0)
+    timezone: Annotated[str, AfterValidator(_check_zone)] = "UTC"
+    handlers: list[str] | None = Field(default=None, min_length=1)  # None: every handler
+
+    @field_validator("duration")
+    @classmethod
+    def _at_most_90_days(cls, value: float) -> float:
+        if value > SILENCE_LONGEST:
+            raise ValueError("a silence lasts at most 90d")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SilenceConfig:
+        if (self.match is None) == (self.expectations is None):
+            raise ValueError("set exactly one of match (events) and expectations")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
 class Config(_Model):
     queue: QueueConfig
     shutdown_timeout: Duration = Field(default=20.0, ge=0)
@@ -600,6 +635,7 @@ class Config(_Model):
     defaults: DefaultsConfig = DefaultsConfig()
     handlers: list[HandlerConfig] = Field(min_length=1)
     expectations: list[ExpectationConfig] = []
+    silences: list[SilenceConfig] = []
 
     @field_validator("handlers")
     @classmethod
@@ -636,6 +672,35 @@ class Config(_Model):
                 )
         return expectations
 
+    @field_validator("silences")
+    @classmethod
+    def _silences_refer(
+        cls, silences: list[SilenceConfig], info: ValidationInfo
+    ) -> list[SilenceConfig]:
+        known = {
+            "handlers": {h.name for h in info.data.get("handlers") or ()},
+            "expectations": {e.name for e in info.data.get("expectations") or ()},
+        }
+        seen: set[str] = set()
+        for index, silence in enumerate(silences):
+            if silence.name in seen:
+                raise ValueError(
+                    f"silences[{index}].name: {silence.name!r} is used twice; names must be unique"
+                )
+            seen.add(silence.name)
+            for key, names in (
+                ("handlers", silence.handlers),
+                ("expectations", silence.expectations),
+            ):
+                unknown = [name for name in names or () if name not in known[key]]
+                # Without a valid list to refer to, that list's own errors say what is wrong.
+                if unknown and key in info.data:
+                    raise ValueError(
+                        f"silences[{index}].{key}: no {key[:-1]} named "
+                        + ", ".join(repr(name) for name in unknown)
+                    )
+        return silences
+
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         if not self.enrich.describe_images:
@@ -643,6 +708,12 @@ class Config(_Model):
                 if handler.match is not None and patterns.names_field(handler.match, "image"):
                     raise ValueError(
                         f"handlers[{index}].match.image: matching on the image needs "
+                        "enrich.describe_images: true"
+                    )
+            for index, silence in enumerate(self.silences):
+                if silence.match is not None and patterns.names_field(silence.match, "image"):
+                    raise ValueError(
+                        f"silences[{index}].match.image: matching on the image needs "
                         "enrich.describe_images: true"
                     )
         if self.dedupe.ttl < self.queue.redelivery.max * 2:

@@ -33,6 +33,8 @@ from amid.pipeline.process import Enricher, Pipeline, Runtime
 from amid.pipeline.routing import Router
 from amid.pipeline.source import Heartbeat, Message, SqsSource, SqsUnavailable
 from amid.sdnotify import SystemdNotifier, watchdog_interval
+from amid.silences import Silences
+from amid.silences.refresh import RunTimeSilences
 from amid.store import Ledger, LedgerUnavailable, Store, open_store
 from amid.web.health import Health, HealthServer
 
@@ -161,6 +163,7 @@ class Daemon:
         self._ready_sent = False
         self._batcher: Batcher | None = None
         self._watcher: Watcher | None = None
+        self._silences: RunTimeSilences | None = None
 
     def request_reload(self) -> None:
         """What SIGHUP does: reload the config file at the next chance."""
@@ -188,6 +191,7 @@ class Daemon:
             self._watcher = Watcher(
                 ledger, self.metrics, owner=self.owner, lease=config.queue.visibility_timeout
             )
+            self._silences = await self._read_silences(ledger)
             pipeline = Pipeline(
                 ledger=ledger,
                 metrics=self.metrics,
@@ -196,6 +200,7 @@ class Daemon:
                 enricher=self._enricher(config, aws, ledger, stack),
                 budget=config.queue.max_in_flight,
                 watcher=self._watcher,
+                silences=self._silences,
             )
             self._batcher = pipeline.batcher
             await self._serve(config, source, ledger, pipeline, runtimes, resources)
@@ -207,6 +212,15 @@ class Daemon:
             raise StartupError(
                 f"dedupe: cannot open the {self.config.dedupe.backend} store: {error}"
             ) from None
+
+    async def _read_silences(self, store: Store) -> RunTimeSilences:
+        """The run-time silences, read once before the first event is received."""
+        silences = RunTimeSilences(store, self.metrics)
+        try:
+            await silences.refresh()
+        except LedgerUnavailable as error:
+            self._log.error("cannot read the run-time silences yet", error=str(error))
+        return silences
 
     def _enricher(
         self, config: Config, aws: AwsClients, store: Store, stack: contextlib.AsyncExitStack
@@ -229,6 +243,7 @@ class Daemon:
             router=Router(config.handlers),
             handlers=handlers,
             expectations=Expectations(config.expectations),
+            silences=Silences(config.silences),
         )
 
     async def _serve(
@@ -257,6 +272,9 @@ class Daemon:
         if self._watcher is not None:
             watch = self._watcher.run(runtimes.use)
             background.append(asyncio.create_task(watch, name="amid-expectations"))
+        if self._silences is not None:
+            refresh = self._silences.run(runtimes.use)
+            background.append(asyncio.create_task(refresh, name="amid-silences"))
         serving = _Serving(source, pipeline, runtimes, heartbeat, capacity)
         pollers = [
             asyncio.create_task(self._poll(serving), name=f"amid-poller-{i}")
@@ -272,6 +290,7 @@ class Daemon:
             dedupe=config.dedupe.backend,
             handlers=[h.name for h in config.handlers],
             expectations=[e.name for e in config.expectations],
+            silences=[s.name for s in config.silences],
             metrics_port=self.metrics_port,
         )
         trim_heap()

@@ -94,7 +94,7 @@ class Metrics:
         )
         self.notifications = Counter(
             "amid_notifications_total",
-            "Per event and handler, after in-process retries: delivered or failed.",
+            "Per event and handler, after in-process retries: delivered, failed or silenced.",
             ["handler", "outcome"],
             registry=r,
         )
@@ -221,6 +221,12 @@ class Metrics:
             ["handler", "action"],
             registry=r,
         )
+        # --- silences (SPEC 3g) ---
+        self.silences_active = Gauge(
+            "amid_silences_active",
+            "Silences active now: config windows and run-time silences.",
+            registry=r,
+        )
         self._prime()
 
     def prime_digest_handler(self, name: str) -> None:
@@ -243,7 +249,7 @@ class Metrics:
                 self.sqs_requests.labels(operation, outcome)
 
     def prime_handler(self, name: str) -> None:
-        for outcome in ("delivered", "failed"):
+        for outcome in ("delivered", "failed", "silenced"):
             self.notifications.labels(name, outcome)
         for outcome in ("success", "error", "timeout"):
             self.handler_attempts.labels(name, outcome)

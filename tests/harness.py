@@ -454,6 +454,7 @@ class AmidConfig:
     shutdown_timeout: float = 5.0
     log_level: str = "info"
     expectations: Sequence[Mapping[str, Any]] = ()  # `expectations:` items, as YAML mappings
+    silences: Sequence[Mapping[str, Any]] = ()  # `silences:` items, as YAML mappings
 
     def to_dict(self) -> dict[str, Any]:
         document = {
@@ -483,6 +484,8 @@ class AmidConfig:
         }
         if self.expectations:
             document["expectations"] = [dict(e) for e in self.expectations]
+        if self.silences:
+            document["silences"] = [dict(s) for s in self.silences]
         return document
 
     def write(self, path: Path) -> Path:
@@ -560,6 +563,18 @@ class AmidProcess:
         if self._aws_endpoint is not None:
             env["AWS_ENDPOINT_URL"] = self._aws_endpoint
         return env
+
+    def command(self, *arguments: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """`python -m amid ARGUMENTS -c CONFIG` (a one-off command, such as `silence add`) with
+        this process's config and environment; waits for it."""
+        return subprocess.run(
+            [sys.executable, "-m", "amid", *arguments, "-c", str(self.config_path)],
+            capture_output=True,
+            text=True,
+            env=self._env(),
+            timeout=timeout,
+            check=False,
+        )
 
     def start(self) -> AmidProcess:
         assert not self.running, f"{self.name} is already running"

@@ -13,6 +13,10 @@ retries, Retry-After, rate limits, metrics), each success is recorded in the
 ledger and then marked in the expectation's own state, which has no TTL, so a
 long episode never fires again once the ledger has forgotten. A failed send is
 tried again on a later wake, with a backoff.
+
+A config silence naming the expectation holds its `overdue` notices to the
+handlers it covers while active; the watch wakes at the silence's end and sends
+them then if the episode is still open (SPEC 3g).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from amid.handlers.base import ExpectationNotice
 from amid.logs import get_logger
 from amid.metrics import Metrics
 from amid.pipeline.deliver import DeliveryResult, deliver
+from amid.silences import held_notices
 from amid.store.base import ExpectationState, LedgerUnavailable, Store
 
 if TYPE_CHECKING:
@@ -42,6 +47,7 @@ if TYPE_CHECKING:
 RECHECK = 30.0
 LONGEST_SLEEP = 300.0
 _BACKOFF_MAX = 300.0
+_AFTER_SILENCE = 0.01  # wake just past a silence's end: then it no longer holds
 
 
 def notice_id(name: str, episode: float, status: str) -> str:
@@ -177,8 +183,20 @@ class Watcher:
                 episode=_moment(step.episode).isoformat(),
             )
         delivered = True
+        held_until = math.inf
         for owed in expectation.owed(state):
             handlers = [h for h in owed.handlers if h in runtime.handlers]
+            if owed.status == "overdue":
+                held = held_notices(runtime.silences, name, handlers, now)
+                if held:
+                    self._log.info(
+                        "overdue notice held by a silence until it ends",
+                        expectation=name,
+                        handlers=sorted(held),
+                        until=_moment(min(held.values())).isoformat(),
+                    )
+                    handlers = [h for h in handlers if h not in held]
+                    held_until = min(held_until, *held.values()) + _AFTER_SILENCE
             if handlers:
                 delivered = await self._notify(expectation, state, owed, handlers, runtime) and (
                     delivered
@@ -193,7 +211,7 @@ class Watcher:
             self._settled.add(name)
         else:
             self._settled.discard(name)
-        return expectation.next_check(state, now, self._recheck)
+        return min(expectation.next_check(state, now, self._recheck), held_until)
 
     def _failed(self, name: str) -> int:
         self._failures[name] = self._failures.get(name, 0) + 1

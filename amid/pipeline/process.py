@@ -1,4 +1,4 @@
-"""process(message) -> outcome: decode, dedupe, enrich, route, batch, deliver, in that order.
+"""process(message) -> outcome: decode, dedupe, enrich, route, silence, batch, deliver, in order.
 
 The stage is total: whatever the message holds and whatever the handlers or
 the ledger do, `process` returns an `Outcome` that says whether to delete the
@@ -26,6 +26,8 @@ from amid.pipeline.decode import DecodeError, decode
 from amid.pipeline.deliver import DeliveryResult, deliver
 from amid.pipeline.enrich import NOT_ASKED, ImageLookup
 from amid.pipeline.routing import Router
+from amid.silences import Hold, Silences, hold
+from amid.silences.refresh import RunTimeSilences
 from amid.store.base import Claim, Ledger, LedgerUnavailable
 
 
@@ -47,6 +49,7 @@ class Runtime:
     router: Router
     handlers: Mapping[str, Handler]
     expectations: Expectations = field(default_factory=Expectations)
+    silences: Silences = field(default_factory=Silences)
 
     @property
     def handler_configs(self) -> Mapping[str, HandlerConfig]:
@@ -116,12 +119,14 @@ class Pipeline:
         lease: float,
         enricher: Enricher | None = None,
         watcher: Watcher | None = None,
+        silences: RunTimeSilences | None = None,
         clock: Callable[[], float] = time.time,
         budget: int = 64,
     ) -> None:
         """`budget` is how many messages may be in flight (`queue.max_in_flight`)."""
         self._ledger = ledger
         self._watcher = watcher
+        self._silences = silences
         self._metrics = metrics
         self._owner = owner
         self._lease = lease
@@ -221,21 +226,23 @@ class Pipeline:
         lookup = await self._look_up_image(event, runtime.router, claim)
         matched = runtime.router.route(event, lookup.image if lookup.known else None)
         pending = [name for name in matched if name not in claim.delivered]
-        # Routes on `image` when it could not be had: never decided on missing data.
+        held = self._hold(event, runtime, lookup, pending, log)
+        pending = [name for name in pending if name not in held.held and name not in held.waiting]
+        # Routes (or silences) on `image` when it could not be had: never decided on missing data.
         waiting = [
             name
             for name in (() if lookup.known else runtime.router.needs_image(event))
             if name not in claim.delivered
-        ]
+        ] + list(held.waiting)
         if waiting:
             log.warning(
                 "image unavailable; handlers routed on it wait for redelivery",
                 handlers=waiting,
                 lookup=lookup.outcome,
             )
-        if not pending and waiting:
+        if not pending and not held.held and waiting:
             return await self._left_for_image(event, retry_delay, log)
-        if not pending:
+        if not pending and not held.held:
             with contextlib.suppress(LedgerUnavailable):
                 await self._ledger.complete(event.id, self._owner)
             if not matched:
@@ -249,7 +256,9 @@ class Pipeline:
         batch = _Batch(pending)
         sends = [self._deliver_one(runtime, name, notification, batch, log) for name in pending]
         # One handler, the common case, is awaited as it is: gather would make it a task.
-        results = [await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends)
+        sent = [await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends)
+        # A held handler is recorded like a delivery: a redelivery sends it nothing either.
+        results = [DeliveryResult(h, True, 0, silence=s) for h, s in held.held.items()] + sent
         if all(result.delivered for result in results) and not waiting:
             try:
                 # The last success is recorded together with the done mark: one ledger write.
@@ -280,6 +289,27 @@ class Pipeline:
             reason="handler_failed" if failed else "enrich_unavailable",
             results=tuple(results),
         )
+
+    def _hold(
+        self,
+        event: AmiStateChange,
+        runtime: Runtime,
+        lookup: ImageLookup,
+        pending: list[str],
+        log: Any,
+    ) -> Hold:
+        """The silence stage: the pending handlers an active silence holds (config silences,
+        then the run-time ones as last read from the store; never a store read here)."""
+        silences = (*runtime.silences.all, *(self._silences.current if self._silences else ()))
+        if not silences or not pending:
+            return Hold()
+        image = lookup.image if lookup.known else None
+        found = hold(silences, event, image, pending, self._clock())
+        for name in found.held:
+            self._metrics.notifications.labels(name, "silenced").inc()
+        if found.held:
+            log.info("held by a silence; not sent", silenced=found.held)
+        return found
 
     async def _look_up_image(
         self, event: AmiStateChange, router: Router, claim: Claim

@@ -12,6 +12,8 @@ from amid.store.base import (
     LeaseLost,
     Ledger,
     LedgerUnavailable,
+    SilenceRecord,
+    SilenceStore,
     Store,
 )
 from amid.store.memory import MemoryStore
@@ -25,6 +27,8 @@ __all__ = [
     "LeaseLost",
     "Ledger",
     "LedgerUnavailable",
+    "SilenceRecord",
+    "SilenceStore",
     "Store",
     "open_store",
 ]

@@ -4,6 +4,7 @@
 - `ImageMemory`: what was last learned of each image, so a deregistered one still has a name.
 - `ExpectationStore`: per expectation, when its clock started, the last matching
   event, and the overdue episode: which handlers have been told.
+- `SilenceStore`: the silences added at run time (`amid silence add`), read by every replica.
 
 `Store` is all of them at once: every backend (memory, sqlite, dynamodb)
 implements every kind, so one `dedupe` section configures where amid keeps
@@ -224,5 +225,39 @@ class ExpectationSteps:
         )
 
 
-class Store(Ledger, ImageMemory, ExpectationStore, Protocol):
+# An ended silence is kept this long for `amid silence list --all` (SPEC 3g).
+SILENCE_KEPT = 7 * 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class SilenceRecord:
+    """A silence added at run time (SPEC 3g). Times are epoch seconds."""
+
+    id: str
+    match: Mapping[str, Any]  # an event pattern (JSON-able)
+    handlers: tuple[str, ...]  # empty: every handler
+    starts: float
+    ends: float
+    author: str
+    comment: str
+
+
+class SilenceStore(Protocol):
+    """Run-time silences, shared by replicas with a shared backend; one is forgotten
+    SILENCE_KEPT after its end. Raises LedgerUnavailable when the store cannot answer."""
+
+    async def add_silence(self, silence: SilenceRecord) -> None:
+        """Keep `silence`; ValueError when its id is taken."""
+        ...
+
+    async def silences(self) -> list[SilenceRecord]:
+        """Every silence kept (ended ones too, for SILENCE_KEPT), ordered by `ends`."""
+        ...
+
+    async def expire_silence(self, silence_id: str, at: float) -> SilenceRecord | None:
+        """End the silence at `at` (unless it ended earlier); None when no such silence."""
+        ...
+
+
+class Store(Ledger, ImageMemory, ExpectationStore, SilenceStore, Protocol):
     """Every kind of state amid keeps, in one backend."""

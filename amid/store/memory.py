@@ -6,15 +6,17 @@ import copy
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from amid.store.base import (
+    SILENCE_KEPT,
     Claim,
     ExpectationState,
     ExpectationStep,
     ExpectationSteps,
     LeaseLost,
+    SilenceRecord,
 )
 
 
@@ -39,6 +41,7 @@ class MemoryStore(ExpectationSteps):
         self._records: OrderedDict[str, _Record] = OrderedDict()
         self._images: OrderedDict[tuple[str, str], tuple[float, dict[str, Any]]] = OrderedDict()
         self._expectations: dict[str, ExpectationState] = {}
+        self._silences: dict[str, SilenceRecord] = {}
 
     def _live(self, event_id: str, now: float) -> _Record | None:
         record = self._records.get(event_id)
@@ -140,3 +143,23 @@ class MemoryStore(ExpectationSteps):
         )
         self._expectations[name] = state = step(state)
         return state
+
+    # --- silences: kept for this process only (`amid silence` refuses this backend) ---
+
+    async def add_silence(self, silence: SilenceRecord) -> None:
+        if silence.id in self._silences:
+            raise ValueError(f"a silence with id {silence.id} exists")
+        self._silences[silence.id] = silence
+
+    async def silences(self) -> list[SilenceRecord]:
+        now = self._clock()
+        kept = [s for s in self._silences.values() if s.ends + SILENCE_KEPT > now]
+        return sorted(kept, key=lambda s: (s.ends, s.id))
+
+    async def expire_silence(self, silence_id: str, at: float) -> SilenceRecord | None:
+        silence = self._silences.get(silence_id)
+        if silence is None or silence.ends + SILENCE_KEPT <= self._clock():
+            return None
+        if silence.ends > at:
+            self._silences[silence_id] = silence = replace(silence, ends=at)
+        return silence

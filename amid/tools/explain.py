@@ -5,6 +5,8 @@ One line per handler, in config order, like `amtool config routes test`:
 `✗ name: <the part of the pattern that failed>`. A pattern on `image` is held
 against the image given (`--image FILE`, the `image` object as templates see
 it); without one, `? name: ...` says the daemon would describe the image first.
+Then a `silenced: ...` line for each config silence that would hold a handler
+the event reaches, and when that silence is active.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from amid.config import Config
@@ -19,6 +22,9 @@ from amid.events import DETAIL_TYPE, SOURCE
 from amid.patterns import compile_pattern, names_field, without_field
 from amid.pipeline.enrich import role_for
 from amid.pipeline.routing import IMAGE
+from amid.silences import Silences
+from amid.silences.window import Window
+from amid.wording import rfc3339
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,3 +101,48 @@ def format_explanation(results: Iterable[RouteExplanation]) -> str:
         for result in results
     ]
     return "\n".join(lines)
+
+
+def explain_silences(
+    config: Config,
+    event: Mapping[str, Any],
+    image: Mapping[str, Any] | None,
+    reached: Sequence[str],
+    now: float,
+) -> list[str]:
+    """`silenced: ...` lines: which config silence would hold which of the `reached` handlers
+    for this event, and when it is active. Run-time silences live in the store: see
+    `amid silence list`."""
+    lines = []
+    for silence in Silences(config.silences):
+        if silence.pattern is None:
+            continue
+        covered = [name for name in reached if silence.covers(name)]
+        if not covered:
+            continue
+        if silence.needs_image and image is None:
+            if not silence.could_match(event):
+                continue
+            verdict = "may hold (decided by the image)"
+        elif silence.pattern.matches({**event, IMAGE: dict(image)} if image else dict(event)):
+            verdict = "would hold"
+        else:
+            continue
+        assert isinstance(silence.when, Window)  # noqa: S101 - config silences recur
+        lines.append(
+            f"silenced: {silence.ident} {verdict} {', '.join(covered)} "
+            f"({silence.when.describe()}; {when_active(silence.when, now)})"
+        )
+    return lines
+
+
+def when_active(window: Window, now: float) -> str:
+    """`active now until ...` or `next from ... to ...`, in UTC."""
+    span = window.next_active(now)
+    if span.holds(now):
+        return f"active now until {_utc(span.ends)}"
+    return f"next from {_utc(span.starts)} to {_utc(span.ends)}"
+
+
+def _utc(epoch: float) -> str:
+    return rfc3339(datetime.fromtimestamp(epoch, UTC)) or "-"

@@ -26,7 +26,9 @@ from amid.pipeline.deliver import DeliveryResult, deliver
 from amid.pipeline.enrich import NOT_ASKED, ImageEnricher
 from amid.pipeline.process import Outcome, Pipeline, Runtime
 from amid.pipeline.routing import Router
-from amid.store import Store, open_store
+from amid.silences import Silences
+from amid.silences.refresh import RunTimeSilences
+from amid.store import LedgerUnavailable, Store, open_store
 from amid.store.memory import MemoryStore
 
 
@@ -115,7 +117,9 @@ async def offline_runtime(
         }
         enricher = ImageEnricher.from_config(config, aws) if config.enrich.describe_images else None
         try:
-            runtime = Runtime(config, Router(config.handlers), handlers)
+            runtime = Runtime(
+                config, Router(config.handlers), handlers, silences=Silences(config.silences)
+            )
             yield OfflineRun(config, runtime, resources, enricher)
         finally:
             for handler in handlers.values():
@@ -173,12 +177,17 @@ async def replay(run: OfflineRun, bodies: Iterable[str], *, use_dedupe: bool) ->
         if run.config.enrich.describe_images
         else None
     )
+    # Held as the daemon would hold them: the config's silences and the store's.
+    silences = RunTimeSilences(ledger, run.resources.metrics)
+    with contextlib.suppress(LedgerUnavailable):  # the claims say so, per message
+        await silences.refresh()
     pipeline = Pipeline(
         ledger=ledger,
         metrics=run.resources.metrics,
         owner=f"replay:{uuid.uuid4().hex[:8]}",
         lease=run.config.queue.visibility_timeout,
         enricher=enricher,
+        silences=silences,
     )
     # Bodies are handled one after another: a digest handler sends each at once.
     pipeline.batcher.drain()

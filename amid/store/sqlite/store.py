@@ -35,6 +35,7 @@ from amid.store.base import (
     LeaseLost,
     LedgerUnavailable,
 )
+from amid.store.sqlite.silences import SILENCE_SCHEMA, SqliteSilences
 
 _T = TypeVar("_T")
 
@@ -83,7 +84,7 @@ Body = Callable[[sqlite3.Connection, float], _T]
 _Outcome = tuple[bool, Any]
 
 
-class SqliteStore(ExpectationSteps):
+class SqliteStore(SqliteSilences, ExpectationSteps):
     def __init__(
         self,
         path: Path,
@@ -120,7 +121,7 @@ class SqliteStore(ExpectationSteps):
     def _connect(self) -> None:
         waiting = self._open_connection(self._busy_timeout)
         try:
-            waiting.executescript(_SCHEMA)
+            waiting.executescript(_SCHEMA + SILENCE_SCHEMA)
             inline = self._open_connection(0.0)
             # Checkpoints write the WAL back to the file: the worker does that, not the loop.
             inline.execute("PRAGMA wal_autocheckpoint=0")
@@ -267,6 +268,7 @@ class SqliteStore(ExpectationSteps):
             db.execute("DELETE FROM events WHERE expires_at <= ?", (now,))
             db.execute("DELETE FROM deliveries WHERE expires_at <= ?", (now,))
             db.execute("DELETE FROM images WHERE expires_at <= ?", (now,))
+            db.execute("DELETE FROM silences WHERE expires_at <= ?", (now,))
         self._checkpoint()
 
     def _checkpoint(self) -> None:
