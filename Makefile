@@ -16,7 +16,7 @@ lint: bootstrap
 	.venv/bin/ruff format --check amid tests bench
 	.venv/bin/mypy
 
-# systemd-analyze, hadolint, cfn-lint and promtool over deploy/ (installs what is missing).
+# systemd-analyze, hadolint, cfn-lint, promtool and checkov over deploy/ (installs what is missing).
 check-deploy: bootstrap
 	scripts/check-deploy
 
