@@ -20,7 +20,7 @@ lint: bootstrap
 node-tools:
 	@scripts/node-tools
 
-# systemd-analyze, hadolint, cfn-lint and promtool over deploy/ (installs what is missing).
+# systemd-analyze, hadolint, cfn-lint, promtool and checkov over deploy/ (installs what is missing).
 check-deploy: bootstrap
 	scripts/check-deploy
 

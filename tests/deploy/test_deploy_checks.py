@@ -293,9 +293,12 @@ def _resolve(node: Any, conditions: dict[str, bool]) -> Any:
     return node
 
 
-# The template's defaults: no role to attach to, no describe-images role to assume.
+# The template's defaults: no role to attach to, no describe-images role to assume, the
+# topic encrypted with the AWS managed key, no continuous backups of the ledger.
 SINGLE_ACCOUNT = {
     "CreateDedupeTable": False,
+    "DedupeRecovery": False,
+    "TopicCustomerKey": False,
     "AttachToRole": False,
     "AssumeDescribeImagesRole": False,
     "WithinOrganization": False,
@@ -399,6 +402,38 @@ class TestCloudFormationTemplate:
     def test_the_table_name_is_an_output_only_when_the_table_exists(self) -> None:
         assert _template()["Outputs"]["TableName"]["Condition"] == "CreateDedupeTable"
 
+    def test_the_ledger_has_continuous_backups_only_when_asked(self) -> None:
+        table = _resource("DedupeTable")["Properties"]
+        recovery = [
+            _resolve(table, {"DedupeRecovery": on})["PointInTimeRecoverySpecification"]
+            for on in (False, True)
+        ]
+        assert _template()["Parameters"]["DedupePointInTimeRecovery"]["Default"] == "false"
+        assert recovery == [{"PointInTimeRecoveryEnabled": b} for b in (False, True)]
+        assert table["SSESpecification"] == {"SSEEnabled": True}, "the AWS managed key"
+
+    def test_the_topic_is_encrypted_with_the_aws_managed_key_or_the_given_one(self) -> None:
+        topic = _resource("AmiEventsTopic")["Properties"]
+        assert _template()["Parameters"]["TopicKmsKeyArn"]["Default"] == ""
+        assert _resolve(topic, {"TopicCustomerKey": False})["KmsMasterKeyId"] == "alias/aws/sns"
+        assert _resolve(topic, {"TopicCustomerKey": True})["KmsMasterKeyId"] == {
+            "Ref": "TopicKmsKeyArn"
+        }
+
+    def test_only_a_customer_managed_topic_key_adds_a_policy_and_it_is_that_keys_via_sns(
+        self,
+    ) -> None:
+        policy = _resource("TopicKeyPolicy")
+        (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+        assert policy["Condition"] == "TopicCustomerKey"
+        assert _template()["Outputs"]["TopicKeyPolicyArn"]["Condition"] == "TopicCustomerKey"
+        assert statement["Action"] == ["kms:GenerateDataKey", "kms:Decrypt"]
+        assert statement["Resource"] == {"Ref": "TopicKmsKeyArn"}
+        assert statement["Condition"] == {
+            "StringEquals": {"kms:ViaService": {"Fn::Sub": "sns.${AWS::Region}.amazonaws.com"}}
+        }
+        assert not any(a.startswith("kms:") for a in _policy_actions(with_table=True))
+
     def test_the_outputs_name_everything_amid_is_configured_with(self) -> None:
         assert set(_template()["Outputs"]) >= {
             "QueueUrl",
@@ -419,14 +454,14 @@ def aws() -> Iterator[None]:
         yield
 
 
-def _deploy(*, enable_table: bool) -> dict[str, str]:
+def _deploy(*, enable_table: bool, **parameters: str) -> dict[str, str]:
+    """Create the stack; `parameters` are further stack parameters (TopicKmsKeyArn=...)."""
     cloudformation = _client("cloudformation")
+    values = {"EnableDynamoDbDedupe": str(enable_table).lower(), **parameters}
     cloudformation.create_stack(
         StackName="amid",
         TemplateBody=TEMPLATE.read_text(),
-        Parameters=[
-            {"ParameterKey": "EnableDynamoDbDedupe", "ParameterValue": str(enable_table).lower()}
-        ],
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()],
     )
     stack = cloudformation.describe_stacks(StackName="amid")["Stacks"][0]
     assert stack["StackStatus"] == "CREATE_COMPLETE"
@@ -492,6 +527,34 @@ class TestCloudFormationInMoto:
             "pk": "HASH",
             "sk": "RANGE",
         }
+
+    def test_the_topic_is_encrypted_with_the_aws_managed_key_by_default(self) -> None:
+        outputs = _deploy(enable_table=True)
+        attributes = _client("sns").get_topic_attributes(TopicArn=outputs["TopicArn"])
+        assert attributes["Attributes"]["KmsMasterKeyId"] == "alias/aws/sns"
+        assert "TopicKeyPolicyArn" not in outputs
+
+    def test_a_customer_managed_key_encrypts_the_topic_and_amid_may_use_it(self) -> None:
+        key = _client("kms").create_key(Description="amid topic")["KeyMetadata"]["Arn"]
+        outputs = _deploy(enable_table=True, TopicKmsKeyArn=key)
+        iam = _client("iam")
+
+        attributes = _client("sns").get_topic_attributes(TopicArn=outputs["TopicArn"])
+        policy = iam.get_policy(PolicyArn=outputs["TopicKeyPolicyArn"])["Policy"]
+        document = iam.get_policy_version(
+            PolicyArn=outputs["TopicKeyPolicyArn"], VersionId=policy["DefaultVersionId"]
+        )["PolicyVersion"]["Document"]
+
+        assert attributes["Attributes"]["KmsMasterKeyId"] == key
+        assert document["Statement"] == [
+            {
+                "Sid": "PublishWithTopicKey",
+                "Effect": "Allow",
+                "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                "Resource": key,
+                "Condition": {"StringEquals": {"kms:ViaService": "sns.us-east-1.amazonaws.com"}},
+            }
+        ]
 
     def test_the_deployed_policy_grants_exactly_what_amid_calls(self) -> None:
         outputs = _deploy(enable_table=True)

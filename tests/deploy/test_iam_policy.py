@@ -10,7 +10,10 @@ is left for redelivery), queue depth metrics, an invalid message. amid's request
 
 Each request becomes the IAM actions it needs on the stack resources it names (by logical
 id), which are checked against the policy's statements, action and resource both; and each
-grant of the policy must be used by some call.
+grant of the policy must be used by some call. The stack's topic is encrypted with a
+customer managed KMS key (TopicKmsKeyArn): SNS then uses the key as the publisher, so each
+sns:Publish also needs kms:GenerateDataKey and kms:Decrypt on that key, through SNS, which
+moto does not record: the audit adds them to the publish (TopicKeyPolicy grants them).
 
 Operator tools:
 - `amid test-event` and `amid replay` run on the instance or in the task, with the
@@ -62,7 +65,13 @@ CONDITIONS = {
     "WithinOrganization": False,
 }
 # The stack parameters the scenario deploys with; the rest keep the template's defaults.
+# The daemon scenario adds TopicKmsKeyArn, a key it creates first (Audit.parameters).
 PARAMETERS = {"EnableDynamoDbDedupe": "true"}
+TOPIC_KEY = "TopicKmsKeyArn"  # the key's id in the audit: the parameter that names it
+# What publishing to a topic encrypted with a customer managed key needs of that key.
+TOPIC_KEY_ACTIONS = ("kms:GenerateDataKey", "kms:Decrypt")
+# The one condition the audit evaluates in an identity policy: a key used through SNS only.
+VIA_SNS = {"StringEquals": {"kms:ViaService": {"Fn::Sub": "sns.${AWS::Region}.amazonaws.com"}}}
 PARTITION = "aws"
 ANY = "*"  # the resource of an action without resource-level permissions
 
@@ -114,6 +123,7 @@ class Need:
     operation: str
     action: str
     resource: str
+    via: str = ""  # the service that makes the call on amid's behalf (kms:ViaService)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +132,7 @@ class Grant:
     sid: str
     action: str
     resource: str  # a logical id, or "*"
+    via: str = ""  # only through this service (kms:ViaService); "" for any caller
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +141,7 @@ class Audit:
     tools: list[Need]
     doctor: list[Need]
     daemon_exit: int
+    parameters: dict[str, str]  # the stack's: PARAMETERS and the topic's key
     tools_output: str
     doctor_output: str
     doctor_exit: int
@@ -201,13 +213,15 @@ def grants(
     result = []
     for statement in document["Statement"]:
         assert statement["Effect"] == "Allow", statement
-        assert set(statement) <= {"Sid", "Effect", "Action", "Resource"}, statement
+        assert set(statement) <= {"Sid", "Effect", "Action", "Resource", "Condition"}, statement
+        assert statement.get("Condition", VIA_SNS) == VIA_SNS, statement
+        via = "sns" if "Condition" in statement else ""
         actions = statement["Action"]
         resources = statement["Resource"]
         for action in [actions] if isinstance(actions, str) else actions:
             for resource in [resources] if not isinstance(resources, list) else resources:
                 resource_id = _resource_id(resource, parameters or PARAMETERS)
-                result.append(Grant(policy, statement["Sid"], action, resource_id))
+                result.append(Grant(policy, statement["Sid"], action, resource_id, via))
     return result
 
 
@@ -222,13 +236,17 @@ def allows(policy_grants: list[Grant], need: Need) -> bool:
     return any(
         fnmatch.fnmatchcase(need.action.lower(), grant.action.lower())
         and _covers(grant.resource, need.resource)
+        and grant.via in ("", need.via)
         for grant in policy_grants
     )
 
 
 def used(grant: Grant, needs: list[Need]) -> bool:
     return any(
-        need.action == grant.action and _covers(grant.resource, need.resource) for need in needs
+        need.action == grant.action
+        and _covers(grant.resource, need.resource)
+        and grant.via in ("", need.via)
+        for need in needs
     )
 
 
@@ -298,11 +316,16 @@ def _request(entry: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
 
 
 class Stack:
-    """The deployed stack: which logical id a named resource is."""
+    """The deployed stack: which logical id a named resource is.
 
-    def __init__(self, outputs: dict[str, str]) -> None:
+    `topic_key` is the KMS key the topic is encrypted with (its KmsMasterKeyId).
+    """
+
+    def __init__(self, outputs: dict[str, str], topic_key: str = "") -> None:
         self.outputs = outputs
+        self.topic_key = topic_key
         self.ids = {
+            ("kms", topic_key): TOPIC_KEY,
             ("sqs", outputs["QueueUrl"].rsplit("/", 1)[1]): "Queue",
             ("sqs", outputs["DeadLetterQueueUrl"].rsplit("/", 1)[1]): "DeadLetterQueue",
             ("sns", outputs["TopicArn"].rsplit(":", 1)[1]): "AmiEventsTopic",
@@ -329,6 +352,11 @@ class Stack:
             resource = self.logical_id(service, queue)
         elif service == "sns":
             resource = self.logical_id(service, str(params["TopicArn"]).rsplit(":", 1)[1])
+            if operation == "Publish" and resource == "AmiEventsTopic" and self._customer_key():
+                key = self.logical_id("kms", self.topic_key)
+                return [Need(name, name, resource)] + [
+                    Need(name, action, key, via="sns") for action in TOPIC_KEY_ACTIONS
+                ]
         elif service == "dynamodb":
             resource = self.logical_id(service, params["TableName"])
         elif service == "events":
@@ -338,6 +366,11 @@ class Stack:
         else:
             raise AssertionError(f"the audit does not know {name}: map it to its resource")
         return [Need(name, BATCH_ACTIONS.get(name, name), resource)]
+
+    def _customer_key(self) -> bool:
+        """A customer managed key: the AWS managed alias/aws/sns needs no grant of amid's
+        own (its key policy admits every principal of the account through SNS)."""
+        return bool(self.topic_key) and not self.topic_key.startswith("alias/aws/")
 
     def amid_needs(self, entries: list[dict[str, Any]]) -> list[Need]:
         """What amid's own requests (by User-Agent) need; the test's setup is left out."""
@@ -454,11 +487,14 @@ def _amid(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedPro
 
 def _run_scenario(server: RecordingMotoServer, work: Path) -> Audit:
     env = {**os.environ, "AWS_ENDPOINT_URL": server.url}
+    key = _client("kms", server.url).create_key(Description="amid's topic")["KeyMetadata"]["Arn"]
+    parameters = {**PARAMETERS, TOPIC_KEY: key}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AWS_ENDPOINT_URL", server.url)
-        outputs = _deploy(enable_table=True)
-    stack = Stack(outputs)
+        outputs = _deploy(enable_table=True, **{TOPIC_KEY: key})
     sqs, sns, ec2 = (_client(name, server.url) for name in ("sqs", "sns", "ec2"))
+    topic = sns.get_topic_attributes(TopicArn=outputs["TopicArn"])["Attributes"]
+    stack = Stack(outputs, topic.get("KmsMasterKeyId", ""))
     sqs.set_queue_attributes(
         QueueUrl=outputs["QueueUrl"], Attributes={"Policy": _queue_policy(outputs, sqs)}
     )
@@ -530,6 +566,7 @@ def _run_scenario(server: RecordingMotoServer, work: Path) -> Audit:
         tools=stack.amid_needs(tools),
         doctor=stack.amid_needs(doctor),
         daemon_exit=daemon_exit,
+        parameters=parameters,
         tools_output=test_event.stdout + test_event.stderr + replay.stdout + replay.stderr,
         doctor_output=diagnosis.stdout + diagnosis.stderr,
         doctor_exit=diagnosis.returncode,
@@ -573,17 +610,39 @@ class TestDaemon:
         assert depth == {"Queue", "DeadLetterQueue"}
 
     def test_every_call_is_allowed_by_amid_policy(self, audit: Audit) -> None:
-        assert _denied(grants("AmidPolicy"), audit.daemon) == []
+        assert _denied(amid_grants(audit.parameters), audit.daemon) == []
 
     def test_amid_policy_grants_nothing_the_daemon_does_not_use(self, audit: Audit) -> None:
-        unused = [grant for grant in grants("AmidPolicy") if not used(grant, audit.daemon)]
+        policy = amid_grants(audit.parameters)
+        unused = [grant for grant in policy if not used(grant, audit.daemon)]
         assert unused == []
 
     def test_only_calls_without_resource_level_permissions_are_granted_on_any_resource(
         self, audit: Audit
     ) -> None:
-        wildcard = {grant.action for grant in grants("AmidPolicy") if grant.resource == ANY}
+        policy = amid_grants(audit.parameters)
+        wildcard = {grant.action for grant in policy if grant.resource == ANY}
         assert wildcard == {need.action for need in audit.daemon if need.resource == ANY}
+
+    def test_publishing_used_the_topics_key_through_sns_which_only_the_key_policy_grants(
+        self, audit: Audit
+    ) -> None:
+        key_needs = {(n.action, n.resource, n.via) for n in audit.daemon if n.via}
+        assert key_needs == {(action, TOPIC_KEY, "sns") for action in TOPIC_KEY_ACTIONS}
+        added = [g for g in amid_grants(audit.parameters) if g not in amid_grants(PARAMETERS)]
+        assert {(g.policy, g.action, g.resource, g.via) for g in added} == {
+            ("TopicKeyPolicy", action, TOPIC_KEY, "sns") for action in TOPIC_KEY_ACTIONS
+        }
+        assert _denied(grants("AmidPolicy"), audit.daemon) == sorted(
+            {n for n in audit.daemon if n.via}, key=str
+        ), "AmidPolicy alone grants no key"
+
+    def test_without_a_topic_key_the_policy_is_still_exact(self, audit: Audit) -> None:
+        """The template's default, the AWS managed key: its key policy admits amid."""
+        policy = amid_grants(PARAMETERS)
+        calls = [need for need in audit.daemon if not need.via]
+        assert _denied(policy, calls) == []
+        assert [grant for grant in policy if not used(grant, calls)] == []
 
 
 @pytest.mark.slow
@@ -593,7 +652,7 @@ class TestOperatorTools:
         assert {"sns:Publish", "ec2:DescribeImages", "dynamodb:Query"} <= _operations(
             audit.tools
         ), "the tools published, enriched and used the ledger"
-        assert _denied(grants("AmidPolicy"), audit.tools) == []
+        assert _denied(amid_grants(audit.parameters), audit.tools) == []
 
 
 @pytest.mark.slow
@@ -603,13 +662,13 @@ class TestDoctor:
         assert _operations(audit.doctor) == DOCTOR_OPERATIONS
 
     def test_every_doctor_call_is_allowed_by_amid_and_doctor_policies(self, audit: Audit) -> None:
-        both = grants("AmidPolicy") + grants("AmidDoctorPolicy")
+        both = amid_grants(audit.parameters) + grants("AmidDoctorPolicy")
         assert _denied(both, audit.doctor) == []
 
     def test_the_doctor_policy_grants_only_what_doctor_uses_and_amid_policy_lacks(
         self, audit: Audit
     ) -> None:
-        daemon = grants("AmidPolicy")
+        daemon = amid_grants(audit.parameters)
         extra = grants("AmidDoctorPolicy")
         assert [grant for grant in extra if not used(grant, audit.doctor)] == []
         overlap = [g for g in extra if allows(daemon, Need("", g.action, g.resource))]
@@ -628,10 +687,12 @@ class TestDoctor:
 # three templates, with every optional part switched on. A new or changed statement fails
 # test_every_statement_is_pinned until PINNED says who it admits and under what condition.
 
-CENTRAL_CONDITIONS = {"AssumeDescribeImagesRole": True}
+CENTRAL_CONDITIONS = {"AssumeDescribeImagesRole": True, "DedupeRecovery": True}
 MEMBER_CONDITIONS = {"CreateDescribeImagesRole": True, "RequireOrganization": True}
 SINGLE_CONDITIONS = {
     "CreateDedupeTable": True,
+    "DedupeRecovery": True,
+    "TopicCustomerKey": True,
     "AttachToRole": True,
     "AssumeDescribeImagesRole": True,
     "WithinOrganization": True,
@@ -664,6 +725,7 @@ PINNED: dict[tuple[str, str, str], tuple[str, Any, dict[str, Any]]] = {
         None,
         {"StringEquals": {"aws:ResourceOrgID": ORG}},
     ),
+    ("amid.yaml", "TopicKeyPolicy", "PublishWithTopicKey"): ("Allow", None, VIA_SNS),
     ("amid.yaml", "AmidDoctorPolicy", "FindTheRuleTargetingTheQueue"): ("Allow", None, NONE),
     ("amid.yaml", "AmidDoctorPolicy", "ReadTheRule"): ("Allow", None, NONE),
     ("amid.yaml", "AmidDoctorPolicy", "ReadTheTopic"): ("Allow", None, NONE),
@@ -872,7 +934,7 @@ class TestOrganisationPoliciesAsData:
     def test_without_a_role_name_amid_may_assume_nothing(self) -> None:
         for name, conditions in (
             ("amid.yaml", {**SINGLE_CONDITIONS, "AssumeDescribeImagesRole": False}),
-            ("amid-central.yaml", {"AssumeDescribeImagesRole": False}),
+            ("amid-central.yaml", {**CENTRAL_CONDITIONS, "AssumeDescribeImagesRole": False}),
         ):
             resources = template(TEMPLATES[name][0])["Resources"]
             policy = resources["AssumeDescribeImagesRolePolicy"]
@@ -916,7 +978,7 @@ class TestCentralPolicyAudit:
         self, audit: Audit
     ) -> None:
         central = grants("AmidPolicy", template(CENTRAL_TEMPLATE), CENTRAL_CONDITIONS)
-        calls = [need for need in audit.daemon if need.action != "sns:Publish"]
+        calls = [need for need in audit.daemon if need.operation != "sns:Publish"]
         assert _denied(central, calls) == []
         assert [grant for grant in central if not used(grant, calls)] == []
 
