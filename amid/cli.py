@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from amid import __version__
-from amid.config import Config, ConfigError, default_config_path, load_config
+from amid.config import (
+    Config,
+    ConfigError,
+    SlackHandlerConfig,
+    default_config_path,
+    load_config,
+)
 from amid.logs import configure_logging
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -235,6 +241,15 @@ def _check_config(config: Config, path: Path, explain: Path | None, image: Path 
                 f"sent {digest.wait:g}s after a group's first event, or at {digest.max_events} "
                 "events"
             )
+        if isinstance(handler, SlackHandlerConfig) and handler.app:
+            from amid.wording import human_duration
+
+            keep = config.enrich.remember or 30 * 86400.0
+            print(
+                f"      slack app: channel {handler.channel}, one conversation per "
+                f"{handler.thread_by!r}, kept {human_duration(keep)} after last use "
+                f"({handler.api_url})"
+            )
     _summarise_expectations(config)
     return EXIT_OK
 
@@ -335,7 +350,7 @@ def _read_bodies(files: Sequence[str]) -> list[str] | None:
 async def _replay(config: Config, bodies: list[str], no_dedupe: bool) -> int:
     from amid.tools.offline import offline_runtime, replay
 
-    async with offline_runtime(config) as run:
+    async with offline_runtime(config, with_store=not no_dedupe) as run:
         outcomes = await replay(run, bodies, use_dedupe=not no_dedupe)
     ok = True
     for outcome in outcomes:

@@ -25,7 +25,6 @@ from amid.expectations import Expectations
 from amid.expectations.watch import Watcher
 from amid.footprint import trim_heap
 from amid.handlers import HandlerResources, build_handler
-from amid.web.health import Health, HealthServer
 from amid.logs import configure_logging, get_logger
 from amid.metrics import Metrics
 from amid.pipeline.batch import Batcher
@@ -35,6 +34,7 @@ from amid.pipeline.routing import Router
 from amid.pipeline.source import Heartbeat, Message, SqsSource, SqsUnavailable
 from amid.sdnotify import SystemdNotifier, watchdog_interval
 from amid.store import Ledger, LedgerUnavailable, Store, open_store
+from amid.web.health import Health, HealthServer
 
 
 class StartupError(Exception):
@@ -177,7 +177,7 @@ class Daemon:
             ledger = await self._open_ledger(aws, region)
             stack.push_async_callback(ledger.aclose)
             http = await stack.enter_async_context(aiohttp.ClientSession())
-            resources = HandlerResources(http=http, aws=aws, metrics=self.metrics)
+            resources = HandlerResources(http, aws, self.metrics, conversations=ledger)
             runtimes = _Runtimes(self._build_runtime(config, resources))
             stack.push_async_callback(runtimes.aclose)
             source = await stack.enter_async_context(SqsSource(sqs, config.queue, self.metrics))

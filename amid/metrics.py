@@ -23,6 +23,7 @@ SQS_OPERATIONS = (
 )
 
 LOOKUP_OUTCOMES = ("described", "remembered", "not_found", "unavailable", "denied")
+CONVERSATION_ACTIONS = ("started", "replied", "updated", "restarted")
 RETRY_REASONS = ("handler_failed", "ledger_unavailable", "enrich_unavailable")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -212,6 +213,13 @@ class Metrics:
             registry=r,
         )
         self._expectation_handlers: dict[str, set[str]] = {}
+        self.slack_conversations = Counter(
+            "amid_slack_conversations_total",
+            "Slack app-mode conversations: parents started, thread replies, parent updates, "
+            "and parents posted again after the old one was deleted (restarted).",
+            ["handler", "action"],
+            registry=r,
+        )
         self._prime()
 
     def prime_digest_handler(self, name: str) -> None:
@@ -239,6 +247,10 @@ class Metrics:
         for outcome in ("success", "error", "timeout"):
             self.handler_attempts.labels(name, outcome)
         self.handler_duration.labels(name)
+
+    def prime_conversations(self, name: str) -> None:
+        for action in CONVERSATION_ACTIONS:
+            self.slack_conversations.labels(name, action)
 
     def prime_expectation(self, name: str, handlers: Iterable[str]) -> None:
         self.expectation_overdue.labels(name)

@@ -4,6 +4,7 @@
 - `ImageMemory`: what was last learned of each image, so a deregistered one still has a name.
 - `ExpectationStore`: per expectation, when its clock started, the last matching
   event, and the overdue episode: which handlers have been told.
+- `ConversationStore`: per (handler, key), the Slack conversation it keeps (SPEC 3d).
 
 `Store` is all of them at once: every backend (memory, sqlite, dynamodb)
 implements every kind, so one `dedupe` section configures where amid keeps
@@ -224,5 +225,143 @@ class ExpectationSteps:
         )
 
 
-class Store(Ledger, ImageMemory, ExpectationStore, Protocol):
+# --- conversations (SPEC 3d) ---
+
+_KEPT_REPLIES = 50  # the event ids a conversation remembers having replied for
+_KEPT_HISTORY = 20  # the history line's entries
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """One key's living Slack message: where its parent is, what its history line shows.
+
+    Before the parent is posted the key is only claimed (`owner`, until `claimed_until`),
+    so that one poster starts it. `replies` maps the events already replied in the thread
+    to their reply's ts: the reply is sent once, whatever happens to the update after it.
+    """
+
+    channel: str = ""
+    ts: str = ""  # the parent's; empty while claimed or released
+    history: tuple[str, ...] = ()  # "available 1 May 09:12", oldest first
+    replies: tuple[tuple[str, str], ...] = ()  # (event id, reply ts), newest last
+    owner: str | None = None
+    claimed_until: float = 0.0
+
+    @property
+    def started(self) -> bool:
+        return bool(self.ts)
+
+    def reply_to(self, event_id: str) -> str | None:
+        """The ts of the reply already posted for `event_id`, else None."""
+        return next((ts for kept, ts in self.replies if kept == event_id), None)
+
+    def document(self) -> dict[str, Any]:
+        """As JSON, for the backends that keep it as one string."""
+        return {
+            "channel": self.channel,
+            "ts": self.ts,
+            "history": list(self.history),
+            "replies": [list(pair) for pair in self.replies],
+            "owner": self.owner,
+            "claimed_until": self.claimed_until,
+        }
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> Conversation:
+        return cls(
+            channel=str(document.get("channel", "")),
+            ts=str(document.get("ts", "")),
+            history=tuple(str(line) for line in document.get("history", ())),
+            replies=tuple((str(e), str(t)) for e, t in document.get("replies", ())),
+            owner=document.get("owner"),
+            claimed_until=float(document.get("claimed_until", 0.0)),
+        )
+
+
+# A write: the conversation as it is (None when there is none) and the store's now -> as it
+# must become. Every backend applies one atomically, so replicas agree.
+ConversationStep = Callable[[Conversation | None, float], Conversation]
+
+
+def claim_conversation(owner: str, lease: float) -> ConversationStep:
+    """Hold an unstarted key for `lease` seconds to post its parent; a started one, or one
+    another owner holds, is left as it is (the caller reads who has it)."""
+
+    def step(old: Conversation | None, now: float) -> Conversation:
+        old = old or Conversation()
+        if old.started or (old.owner not in (None, owner) and old.claimed_until > now):
+            return old
+        return replace(old, owner=owner, claimed_until=now + lease)
+
+    return step
+
+
+def start_conversation(channel: str, ts: str, line: str, event_id: str) -> ConversationStep:
+    """The parent is posted (first, or again after the old one was deleted); the claim ends.
+    An event whose reply is already kept (its update found the parent deleted) keeps it."""
+
+    def step(old: Conversation | None, now: float) -> Conversation:
+        old = old or Conversation()
+        history, replies = old.history, old.replies
+        if old.reply_to(event_id) is None:
+            history = (*history, line)[-_KEPT_HISTORY:]
+            replies = (*replies, (event_id, ts))[-_KEPT_REPLIES:]
+        return replace(
+            old,
+            channel=channel,
+            ts=ts,
+            history=history,
+            replies=replies,
+            owner=None,
+            claimed_until=0.0,
+        )
+
+    return step
+
+
+def reply_in_conversation(event_id: str, ts: str, line: str) -> ConversationStep:
+    """The reply for `event_id` is in the thread (recorded once: a repeat changes nothing)."""
+
+    def step(old: Conversation | None, now: float) -> Conversation:
+        old = old or Conversation()
+        if old.reply_to(event_id) is not None:
+            return old
+        return replace(
+            old,
+            history=(*old.history, line)[-_KEPT_HISTORY:],
+            replies=(*old.replies, (event_id, ts))[-_KEPT_REPLIES:],
+        )
+
+    return step
+
+
+def release_conversation(owner: str) -> ConversationStep:
+    """The parent could not be posted: free the key, so its next event tries again."""
+
+    def step(old: Conversation | None, now: float) -> Conversation:
+        old = old or Conversation()
+        if old.started or old.owner != owner:
+            return old
+        return replace(old, owner=None, claimed_until=0.0)
+
+    return step
+
+
+class ConversationStore(Protocol):
+    """The narrow door of the handlers that remember (Slack's app mode): per (handler, key)
+    a `Conversation`, kept `keep` seconds after its last write, shared by replicas with a
+    shared backend. Raises LedgerUnavailable when the store cannot be read or written now."""
+
+    async def conversation(self, handler: str, key: str) -> Conversation | None:
+        """As last written, None when there is none (or it expired)."""
+        ...
+
+    async def change_conversation(
+        self, handler: str, key: str, step: ConversationStep, keep: float
+    ) -> Conversation:
+        """Apply `step` atomically (racing writers are stepped again); the result."""
+        ...
+
+
+class Store(Ledger, ImageMemory, ExpectationStore, ConversationStore, Protocol):
     """Every kind of state amid keeps, in one backend."""

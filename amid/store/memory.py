@@ -11,6 +11,8 @@ from typing import Any
 
 from amid.store.base import (
     Claim,
+    Conversation,
+    ConversationStep,
     ExpectationState,
     ExpectationStep,
     ExpectationSteps,
@@ -39,6 +41,9 @@ class MemoryStore(ExpectationSteps):
         self._records: OrderedDict[str, _Record] = OrderedDict()
         self._images: OrderedDict[tuple[str, str], tuple[float, dict[str, Any]]] = OrderedDict()
         self._expectations: dict[str, ExpectationState] = {}
+        self._conversations: OrderedDict[tuple[str, str], tuple[float, Conversation]] = (
+            OrderedDict()
+        )
 
     def _live(self, event_id: str, now: float) -> _Record | None:
         record = self._records.get(event_id)
@@ -140,3 +145,20 @@ class MemoryStore(ExpectationSteps):
         )
         self._expectations[name] = state = step(state)
         return state
+
+    # --- conversations ---
+
+    async def conversation(self, handler: str, key: str) -> Conversation | None:
+        kept = self._conversations.get((handler, key))
+        return kept[1] if kept is not None and kept[0] > self._clock() else None
+
+    async def change_conversation(
+        self, handler: str, key: str, step: ConversationStep, keep: float
+    ) -> Conversation:
+        now = self._clock()
+        conversation = step(await self.conversation(handler, key), now)
+        self._conversations.pop((handler, key), None)
+        self._conversations[(handler, key)] = (now + keep, conversation)
+        while len(self._conversations) > self._max_events:
+            self._conversations.popitem(last=False)
+        return conversation

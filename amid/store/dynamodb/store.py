@@ -14,6 +14,8 @@ capacity; DynamoDB TTL on `expires_at`):
                                  ended (N), ended_told (SS), ended_recovered (SS),
                                  version (N); no expires_at: an expectation's clock
                                  and episode must outlive any TTL
+    conversation#<handler>#<key>
+                conversation     doc (S), version (N), expires_at (N): conversations.py
 
 `expires_at` is epoch seconds on every item, so DynamoDB's TTL deletes old
 event ids. TTL deletion is lazy (often days late), so every read also ignores
@@ -80,6 +82,7 @@ from amid.store.base import (
     LeaseLost,
     LedgerUnavailable,
 )
+from amid.store.dynamodb.conversations import DynamoConversations
 
 EVENT_SK = "event"
 HANDLER_PREFIX = "handler#"
@@ -231,7 +234,7 @@ def _string_set(item: Mapping[str, Any], name: str) -> frozenset[str]:
     return frozenset(attribute["SS"]) if attribute else frozenset()
 
 
-class DynamoStore(ExpectationSteps):
+class DynamoStore(DynamoConversations, ExpectationSteps):
     """The shared ledger for several replicas; `client` is an aiobotocore DynamoDB client.
 
     The client belongs to the caller (normally `AwsClients`), which closes it.

@@ -35,10 +35,13 @@ from amid.store.base import (
     LeaseLost,
     LedgerUnavailable,
 )
+from amid.store.sqlite import conversations
+from amid.store.sqlite.conversations import SqliteConversations
 
 _T = TypeVar("_T")
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS events (
     event_id    TEXT PRIMARY KEY,
     owner       TEXT,
@@ -73,6 +76,8 @@ CREATE TABLE IF NOT EXISTS images (
 );
 CREATE INDEX IF NOT EXISTS images_expiry ON images (expires_at);
 """
+    + conversations.SCHEMA
+)
 
 _PURGE_EVERY = 60.0
 _CHECKPOINT_EVERY = 1000  # inline commits
@@ -83,7 +88,7 @@ Body = Callable[[sqlite3.Connection, float], _T]
 _Outcome = tuple[bool, Any]
 
 
-class SqliteStore(ExpectationSteps):
+class SqliteStore(SqliteConversations, ExpectationSteps):
     def __init__(
         self,
         path: Path,
@@ -267,6 +272,7 @@ class SqliteStore(ExpectationSteps):
             db.execute("DELETE FROM events WHERE expires_at <= ?", (now,))
             db.execute("DELETE FROM deliveries WHERE expires_at <= ?", (now,))
             db.execute("DELETE FROM images WHERE expires_at <= ?", (now,))
+            db.execute("DELETE FROM conversations WHERE expires_at <= ?", (now,))
         self._checkpoint()
 
     def _checkpoint(self) -> None:
