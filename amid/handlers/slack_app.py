@@ -217,9 +217,10 @@ class SlackAppHandler(SlackHandler):
     async def _converse(self, key: str, event_id: str, entry: str, payload: dict[str, Any]) -> str:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WAIT_FOR_PARENT
+        owner = f"{self._owner}/{event_id}"  # each event claims for itself, even in one process
         while True:
             conversation = await self._store(self._conversations.conversation(self.name, key))
-            first = opening(conversation, event_id, self._owner, time.time())
+            first = opening(conversation, event_id, owner, time.time())
             if first == "wait":
                 if loop.time() >= deadline:
                     raise HandlerError(
@@ -230,10 +231,10 @@ class SlackAppHandler(SlackHandler):
                 await asyncio.sleep(_POLL)
                 continue
             if first == "claim":
-                lease = claim_conversation(self._owner, WAIT_FOR_PARENT * 6)
+                lease = claim_conversation(owner, WAIT_FOR_PARENT * 6)
                 conversation = await self._change(key, lease)
-                if conversation.started or conversation.owner != self._owner:
-                    continue  # another copy got there first: read what it did
+                if conversation.started or conversation.owner != owner:
+                    continue  # another event got there first: read what it did
                 return await self._start(key, event_id, entry, payload, conversation, "start")
             assert conversation is not None  # noqa: S101 - opening() said it is started
             return await self._thread(key, event_id, entry, payload, conversation, first)
@@ -257,7 +258,7 @@ class SlackAppHandler(SlackHandler):
         except BaseException:
             if call == "start":  # the key is free again: its next event tries
                 with contextlib.suppress(HandlerError):
-                    await self._change(key, release_conversation(self._owner))
+                    await self._change(key, release_conversation(conversation.owner or ""))
             raise
         await self._change(key, start_conversation(answer.channel, answer.ts, entry, event_id))
         self._metrics.slack_conversations.labels(self.name, f"{call}ed").inc()

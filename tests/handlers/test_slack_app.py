@@ -177,7 +177,7 @@ class TestConversation:
         assert parent.edits == 1
         assert len(api.of("chat.update")) == 4
 
-    async def test_copies_in_flight_start_exactly_one_conversation(
+    async def test_events_in_flight_in_one_or_two_copies_start_exactly_one_conversation(
         self, api: SlackApi, build: Build
     ) -> None:
         first, second = await build(app(api)), await build(app(api))
@@ -185,7 +185,7 @@ class TestConversation:
             *(
                 send(handler, event(state, f"e{n}"))
                 for n, (handler, state) in enumerate(
-                    [(first, "available"), (second, "failed"), (first, "disabled")]
+                    [(first, "available"), (first, "failed"), (second, "disabled")]
                 )
             )
         )
