@@ -67,6 +67,19 @@ def _quiet_logger() -> logging.Logger:
     return logger
 
 
+def web_client(config: SlackHandlerConfig, session: aiohttp.ClientSession) -> AsyncWebClient:
+    """slack-sdk's client for the handler's token and api_url, on amid's session."""
+    assert config.token is not None  # noqa: S101 - app mode
+    return AsyncWebClient(
+        token=config.token.get_secret_value(),
+        base_url=config.api_url,
+        session=session,
+        logger=_quiet_logger(),
+        retry_handlers=[],  # amid's deliver() retries; the client must not as well
+        user_agent_prefix=f"amid/{__version__}",
+    )
+
+
 def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -111,14 +124,7 @@ class SlackAppHandler(SlackHandler):
         self._conversations = conversations
         self._keep = keep
         self._owner = _owner()
-        self._client = AsyncWebClient(
-            token=config.token.get_secret_value(),
-            base_url=config.api_url,
-            session=http_session,
-            logger=_quiet_logger(),
-            retry_handlers=[],  # amid's deliver() retries; the client must not as well
-            user_agent_prefix=f"amid/{__version__}",
-        )
+        self._client = web_client(config, http_session)
         # Posts are paced per channel, as the webhook mode paces per URL.
         self._limit = pool.acquire(
             f"slack-app {config.api_url} {config.channel}", config.rate_limit
