@@ -231,7 +231,7 @@ class SlackHandler:
         if handler.app:  # a bot token: one conversation per key (slack_app.py)
             from amid.handlers.slack_app import SlackAppHandler
 
-            return SlackAppHandler.build(handler, config.enrich.remember, resources)
+            return SlackAppHandler.build(handler, config, resources)
         return cls(handler, resources.http, resources.metrics)
 
     def __repr__(self) -> str:

@@ -26,7 +26,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from amid import __version__
-from amid.config import SlackHandlerConfig
+from amid.config import Config, SlackHandlerConfig
 from amid.handlers import ratelimit
 from amid.handlers.base import Digest, ExpectationNotice, HandlerError, Sendable, single_event
 from amid.handlers.conversation import Answer, Call, after, opening
@@ -52,7 +52,8 @@ _log = structlog.get_logger("amid.handlers.slack")
 _T = TypeVar("_T")
 
 KEEP_WITHOUT_MEMORY = 30 * 86400.0  # how long a conversation is kept when enrich.remember is 0
-WAIT_FOR_PARENT = 5.0  # how long an event waits for another copy's parent, per try
+WAIT_FOR_PARENT = 5.0  # how long an event waits for another copy's parent, per try (at most)
+CLAIM_LEASE = 30.0  # how long a claim holds a key while its parent is posted (at least)
 _POLL = 0.05
 _HISTORY_MAX = 2000
 REDACTED = "Bearer ***"
@@ -110,6 +111,7 @@ class SlackAppHandler(SlackHandler):
         conversations: ConversationStore | None,
         *,
         keep: float,
+        timeout: float = 10.0,
         pool: ratelimit.RateLimiterPool = ratelimit.WEBHOOKS,
     ) -> None:
         assert config.token is not None and config.channel  # noqa: S101 - the config model
@@ -123,6 +125,10 @@ class SlackAppHandler(SlackHandler):
             conversations = MemoryStore(keep)
         self._conversations = conversations
         self._keep = keep
+        # A second event waits for the first's parent this long per try (inside its timeout);
+        # a claim outlives the post it covers, so a slow post is not raced by another.
+        self._wait = min(WAIT_FOR_PARENT, timeout / 2)
+        self._lease = max(CLAIM_LEASE, timeout + 5.0)
         self._owner = _owner()
         self._client = web_client(config, http_session)
         # Posts are paced per channel, as the webhook mode paces per URL.
@@ -133,14 +139,15 @@ class SlackAppHandler(SlackHandler):
 
     @classmethod
     def build(
-        cls, handler: SlackHandlerConfig, keep: float, resources: HandlerResources
+        cls, handler: SlackHandlerConfig, config: Config, resources: HandlerResources
     ) -> SlackAppHandler:
         return cls(
             handler,
             resources.http,
             resources.metrics,
             resources.conversations,
-            keep=keep or KEEP_WITHOUT_MEMORY,
+            keep=config.enrich.remember or KEEP_WITHOUT_MEMORY,
+            timeout=config.timeout_for(handler),
         )
 
     def __repr__(self) -> str:
@@ -222,7 +229,7 @@ class SlackAppHandler(SlackHandler):
 
     async def _converse(self, key: str, event_id: str, entry: str, payload: dict[str, Any]) -> str:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + WAIT_FOR_PARENT
+        deadline = loop.time() + self._wait
         owner = f"{self._owner}/{event_id}"  # each event claims for itself, even in one process
         while True:
             conversation = await self._store(self._conversations.conversation(self.name, key))
@@ -237,7 +244,7 @@ class SlackAppHandler(SlackHandler):
                 await asyncio.sleep(_POLL)
                 continue
             if first == "claim":
-                lease = claim_conversation(owner, WAIT_FOR_PARENT * 6)
+                lease = claim_conversation(owner, self._lease)
                 conversation = await self._change(key, lease)
                 if conversation.started or conversation.owner != owner:
                     continue  # another event got there first: read what it did
@@ -325,7 +332,7 @@ class SlackAppHandler(SlackHandler):
             response = await self._client.api_call(method, json=body)
         except SlackApiError as error:
             return _failed(error.response)
-        except aiohttp.ServerTimeoutError:
+        except (aiohttp.ServerTimeoutError, TimeoutError):  # the client's own timeout
             raise HandlerError(
                 f"slack {method} timed out", retryable=True, reason="timeout"
             ) from None
@@ -341,7 +348,7 @@ class SlackAppHandler(SlackHandler):
                 retryable=True,
                 reason="http_client",
             ) from None
-        except (ValueError, TypeError, AttributeError, KeyError) as error:
+        except Exception as error:  # noqa: BLE001 - not chained: nothing of the request shows
             raise HandlerError(
                 f"slack {method} gave an unreadable answer ({type(error).__name__})",
                 retryable=True,

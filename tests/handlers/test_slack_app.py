@@ -20,6 +20,7 @@ from amid.handlers import HandlerResources, build_handler
 from amid.handlers.base import ExpectationNotice, Notification
 from amid.handlers.slack_app import SlackAppHandler
 from amid.pipeline.deliver import DeliveryResult, deliver
+from amid.store.base import Conversation, claim_conversation
 from amid.store.memory import MemoryStore
 from tests.handlers.conftest import seed_digest, seed_event
 from tests.slack_api import CHANNEL, TOKEN, Scripted, SlackApi
@@ -192,6 +193,33 @@ class TestConversation:
         assert all(result.delivered for result in results)
         [parent] = api.parents()
         assert len(api.replies(parent.ts)) == 2
+
+    async def test_an_event_waits_for_another_copys_parent_within_a_bound(
+        self, api: SlackApi, resources: HandlerResources
+    ) -> None:
+        store = MemoryStore(3600)
+        config = parse_config(config_text(app(api, timeout="1s")), env={})
+        shared = dataclasses.replace(resources, conversations=store)
+        handler = build_handler(config.handlers[0], config, shared)
+        assert isinstance(handler, SlackAppHandler)
+        try:
+            # Another replica holds the key and has not posted yet.
+            held = claim_conversation("other-replica/e0", 60)
+            await store.change_conversation(handler.name, "ami-0123456789example", held, 60)
+            busy = await send(handler, event("failed", "e1"), attempts=1)
+            assert not busy.delivered and busy.retryable and busy.reason == "conversation_busy"
+            assert api.calls == [], "nothing posted while another copy holds the key"
+            # That replica died: its claim runs out and this event starts the conversation.
+            short = claim_conversation("other-replica/e0", 0.2)
+            expired = Conversation(owner="other-replica/e0", claimed_until=0)
+            await store.change_conversation(
+                handler.name, "ami-0123456789example", lambda old, now: expired, 60
+            )
+            await store.change_conversation(handler.name, "ami-0123456789example", short, 60)
+            assert (await send(handler, event("failed", "e1"))).delivered
+            assert len(api.parents()) == 1
+        finally:
+            await handler.aclose()
 
     async def test_a_parent_that_could_not_be_posted_frees_the_key(
         self, api: SlackApi, build: Build
