@@ -58,6 +58,7 @@ class SlackApi:
     calls: list[Call] = field(default_factory=list)
     messages: dict[str, Message] = field(default_factory=dict)  # ts -> message
     deleted: set[str] = field(default_factory=set)
+    invalid: list[str] = field(default_factory=list)  # payloads Block Kit refused, and why
     url: str = ""
     _script: dict[str, deque[Scripted]] = field(default_factory=dict)
     _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(100))
@@ -74,6 +75,7 @@ class SlackApi:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+        assert self.invalid == [], f"payloads Slack would refuse: {self.invalid}"
 
     def then(self, method: str, *answers: Scripted) -> None:
         """The next calls of `method` get these answers, in order, before the normal one."""
@@ -130,11 +132,21 @@ class SlackApi:
         result: web.StreamResponse = answer(body)
         return result
 
+    def _valid(self, body: dict[str, Any]) -> bool:
+        """Checked with slack-sdk's Block Kit models, as every Slack payload in the tests."""
+        try:
+            assert_valid_slack_payload(body)
+        except Exception as error:  # an assertion, or a model refusing a block
+            self.invalid.append(f"{type(error).__name__}: {error}")
+            return False
+        return True
+
     def _chat_postMessage(self, body: dict[str, Any]) -> web.StreamResponse:
         channel = str(body.get("channel", ""))
         if channel not in self.members_of:
             return _error("not_in_channel" if channel.startswith("C") else "channel_not_found")
-        assert_valid_slack_payload(body)
+        if not self._valid(body):
+            return _error("invalid_blocks")
         thread_ts = body.get("thread_ts")
         if thread_ts is not None and (thread_ts in self.deleted or thread_ts not in self.messages):
             return _error("thread_not_found")
@@ -148,7 +160,8 @@ class SlackApi:
         ts = str(body.get("ts", ""))
         if ts in self.deleted or ts not in self.messages:
             return _error("message_not_found")
-        assert_valid_slack_payload(body)
+        if not self._valid(body):
+            return _error("invalid_blocks")
         message = self.messages[ts]
         if message.channel != body.get("channel"):
             return _error("channel_not_found")
