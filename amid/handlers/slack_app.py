@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -37,6 +38,7 @@ from amid.store.base import (
     Conversation,
     ConversationStep,
     ConversationStore,
+    Entry,
     LedgerUnavailable,
     claim_conversation,
     release_conversation,
@@ -85,19 +87,25 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def history_entry(state: str, at: datetime | None) -> str:
-    """One step of the history line: `available 1 May 09:12` (UTC)."""
+def history_entry(state: str, at: datetime | None) -> Entry:
+    """One step of the history line: (its time, `available 1 May 09:12`, in UTC)."""
     when = (at or datetime.now(UTC)).astimezone(UTC)
-    return f"{state} {when.day} {when:%b %H:%M}"
+    return (round(when.timestamp(), 3), f"{state} {when.day} {when:%b %H:%M}")
 
 
-def with_history(payload: dict[str, Any], history: tuple[str, ...]) -> dict[str, Any]:
-    """The parent: this event's message, and the conversation's history line below it."""
+def with_history(payload: dict[str, Any], history: tuple[Entry, ...]) -> dict[str, Any]:
+    """The parent: the newest event's message, and the conversation's history line below."""
     if not history or not isinstance(payload.get("blocks"), list):
         return payload
-    line = cut(escape(" → ".join(history)), _HISTORY_MAX)
+    line = cut(escape(" → ".join(text for _, text in history)), _HISTORY_MAX)
     context = {"type": "context", "elements": [{"type": "mrkdwn", "text": line}]}
     return {**payload, "blocks": [*payload["blocks"][:48], context]}
+
+
+def parent_of(conversation: Conversation, fallback: dict[str, Any]) -> dict[str, Any]:
+    """What the parent shows: the newest event's message with the history line."""
+    shown: dict[str, Any] = json.loads(conversation.shown) if conversation.shown else fallback
+    return with_history(shown, conversation.history)
 
 
 class SlackAppHandler(SlackHandler):
@@ -167,7 +175,7 @@ class SlackAppHandler(SlackHandler):
         update = self._call_shown(
             "chat.update",
             {
-                **with_history(payload, ("earlier states…", entry)),
+                **with_history(payload, ((0.0, "earlier states…"), entry)),
                 "channel": "<parent channel>",
                 "ts": "<parent ts>",
             },
@@ -202,7 +210,7 @@ class SlackAppHandler(SlackHandler):
         self._count_failures(failures, context)
         return await self._converse(key, event_id, entry, payload)
 
-    def _key(self, message: Sendable) -> tuple[str, str, str]:
+    def _key(self, message: Sendable) -> tuple[str, str, Entry]:
         """(the conversation's key, the event's id, its history entry)."""
         if isinstance(message, ExpectationNotice):
             episode = f"{message.due.timestamp():.0f}"
@@ -227,7 +235,9 @@ class SlackAppHandler(SlackHandler):
                 "template failed; used the default", handler=self.name, error=failure, **context
             )
 
-    async def _converse(self, key: str, event_id: str, entry: str, payload: dict[str, Any]) -> str:
+    async def _converse(
+        self, key: str, event_id: str, entry: Entry, payload: dict[str, Any]
+    ) -> str:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._wait
         owner = f"{self._owner}/{event_id}"  # each event claims for itself, even in one process
@@ -256,24 +266,24 @@ class SlackAppHandler(SlackHandler):
         self,
         key: str,
         event_id: str,
-        entry: str,
+        entry: Entry,
         payload: dict[str, Any],
         conversation: Conversation,
         call: Call,
     ) -> str:
         """Post the parent (first, or again: `restart`) and keep its ts."""
-        shown = conversation.history
-        if conversation.reply_to(event_id) is None:
-            shown = (*shown, entry)
+        shown = json.dumps(payload, ensure_ascii=False)
+        parent = parent_of(conversation.told(event_id, "", entry, shown), payload)
         try:
-            answer = await self._api(call, "chat.postMessage", with_history(payload, shown))
+            answer = await self._api(call, "chat.postMessage", parent)
             after(call, answer)
         except BaseException:
             if call == "start":  # the key is free again: its next event tries
                 with contextlib.suppress(HandlerError):
                     await self._change(key, release_conversation(conversation.owner or ""))
             raise
-        await self._change(key, start_conversation(answer.channel, answer.ts, entry, event_id))
+        started = start_conversation(answer.channel, answer.ts, event_id, entry, shown)
+        await self._change(key, started)
         self._metrics.slack_conversations.labels(self.name, f"{call}ed").inc()
         _log.info(
             "slack conversation started" if call == "start" else "slack conversation restarted",
@@ -287,7 +297,7 @@ class SlackAppHandler(SlackHandler):
         self,
         key: str,
         event_id: str,
-        entry: str,
+        entry: Entry,
         payload: dict[str, Any],
         conversation: Conversation,
         call: Call,
@@ -302,12 +312,13 @@ class SlackAppHandler(SlackHandler):
                 next_call = after("reply", answer)
                 if answer.ok:
                     reply_ts = answer.ts
+                    shown = json.dumps(payload, ensure_ascii=False)
                     conversation = await self._change(
-                        key, reply_in_conversation(event_id, reply_ts, entry)
+                        key, reply_in_conversation(event_id, reply_ts, entry, shown)
                     )
                     self._metrics.slack_conversations.labels(self.name, "replied").inc()
             else:  # update
-                parent = with_history(payload, conversation.history)
+                parent = parent_of(conversation, payload)
                 answer = await self._api(
                     "update",
                     "chat.update",

@@ -10,7 +10,9 @@ from amid.store.base import Conversation
 
 OK = Answer(ok=True, channel="C1", ts="1.000100")
 NOW = 1_750_000_000.0
-STARTED = Conversation(channel="C1", ts="1.000100", history=("available",), replies=(("e1", "1"),))
+STARTED = Conversation(
+    channel="C1", ts="1.000100", history=((1.0, "available"),), replies=(("e1", "1"),)
+)
 
 
 class TestOpening:

@@ -149,6 +149,22 @@ class TestConversation:
         for action, count in (("started", 1), ("replied", 1), ("updated", 1), ("restarted", 0)):
             assert conversations(handler, action) == count
 
+    async def test_an_older_event_arriving_late_leaves_the_parent_on_the_newest_state(
+        self, api: SlackApi, build: Build
+    ) -> None:
+        handler = await build(app(api))
+        late = Notification(
+            dataclasses.replace(seed_event("available", time="2025-05-01T09:12:00Z"), id="e0"), {}
+        )
+        await send(handler, event("deregistered", "e1"))  # 12:34
+        await send(handler, late)  # 09:12 the same day, delivered after
+        [parent] = api.parents()
+        [reply] = api.replies(parent.ts)
+        assert "available" in reply.text, "the reply names the late event's state"
+        assert parent.edits == 1 and "deregistered" in parent.text, "the parent stays newest"
+        history = json.dumps(parent.blocks[-1], ensure_ascii=False)
+        assert "available 1 May 09:12 → deregistered 1 May 12:34" in history
+
     async def test_two_images_are_two_conversations(self, api: SlackApi, build: Build) -> None:
         handler = await build(app(api))
         await send(handler, event("available", "e1", "ami-000000000000000a1"))

@@ -21,6 +21,10 @@ HANDLER = "ops-slack"
 KEY = "ami-0123456789abcdef0"
 KEEP = 30 * 86400.0
 LEASE = 30.0
+T0 = 1_746_102_896.0
+AVAILABLE = (T0, "available 1 May 12:34")
+DEREGISTERED = (T0 + 3600, "deregistered 1 May 13:34")
+SHOWN_AVAILABLE = '{"text": "available"}'
 
 
 async def _open(store: Store) -> ConversationStore:
@@ -29,9 +33,8 @@ async def _open(store: Store) -> ConversationStore:
 
 async def _started(conversations: ConversationStore, key: str = KEY) -> Conversation:
     await conversations.change_conversation(HANDLER, key, claim_conversation("a", LEASE), KEEP)
-    return await conversations.change_conversation(
-        HANDLER, key, start_conversation("C1", "1733312345.000100", "available 1 May", "e1"), KEEP
-    )
+    started = start_conversation("C1", "1733312345.000100", "e1", AVAILABLE, SHOWN_AVAILABLE)
+    return await conversations.change_conversation(HANDLER, key, started, KEEP)
 
 
 class TestClaim:
@@ -106,19 +109,33 @@ class TestConversation:
         assert kept == Conversation(
             channel="C1",
             ts="1733312345.000100",
-            history=("available 1 May",),
+            history=(AVAILABLE,),
             replies=(("e1", "1733312345.000100"),),
+            shown=SHOWN_AVAILABLE,
+            shown_at=T0,
         )
 
     async def test_a_reply_is_recorded_once(self, store: Store) -> None:
         conversations = await _open(store)
         await _started(conversations)
-        step = reply_in_conversation("e2", "1733312346.000101", "deregistered 3 Dec")
+        step = reply_in_conversation("e2", "1733312346.000101", DEREGISTERED, '{"text": "d"}')
         await conversations.change_conversation(HANDLER, KEY, step, KEEP)
-        again = reply_in_conversation("e2", "1733312399.000109", "deregistered 3 Dec")
+        again = reply_in_conversation("e2", "1733312399.000109", DEREGISTERED, '{"text": "d"}')
         kept = await conversations.change_conversation(HANDLER, KEY, again, KEEP)
-        assert kept.history == ("available 1 May", "deregistered 3 Dec")
+        assert kept.history == (AVAILABLE, DEREGISTERED)
         assert kept.reply_to("e2") == "1733312346.000101"
+        assert kept.shown == '{"text": "d"}'
+
+    async def test_an_older_event_arriving_late_goes_into_the_history_not_the_parent(
+        self, store: Store
+    ) -> None:
+        conversations = await _open(store)
+        await _started(conversations)
+        earlier = (T0 - 60, "failed 1 May 12:33")
+        step = reply_in_conversation("e0", "1733312347.000102", earlier, '{"text": "f"}')
+        kept = await conversations.change_conversation(HANDLER, KEY, step, KEEP)
+        assert kept.history == (earlier, AVAILABLE), "the history line is in time order"
+        assert kept.shown == SHOWN_AVAILABLE and kept.shown_at == T0
 
     async def test_replies_of_racing_events_are_all_kept(self, store: Store) -> None:
         openings = [await _open(store) for _ in range(3)]
@@ -126,22 +143,26 @@ class TestConversation:
         await asyncio.gather(
             *(
                 opening.change_conversation(
-                    HANDLER, KEY, reply_in_conversation(f"e{n}", f"1.{n}", f"s{n}"), KEEP
+                    HANDLER,
+                    KEY,
+                    reply_in_conversation(f"e{n}", f"1.{n}", (T0 + n, f"s{n}"), f'"s{n}"'),
+                    KEEP,
                 )
                 for n, opening in enumerate(openings, start=2)
             )
         )
         kept = await openings[0].conversation(HANDLER, KEY)
         assert kept is not None
-        assert sorted(kept.history) == ["available 1 May", "s2", "s3", "s4"]
+        assert [text for _, text in kept.history] == [AVAILABLE[1], "s2", "s3", "s4"]
+        assert kept.shown == '"s4"', "the newest event's message, whoever wrote last"
 
     async def test_a_restart_moves_the_parent_and_keeps_the_history(self, store: Store) -> None:
         conversations = await _open(store)
         await _started(conversations)
-        step = start_conversation("C1", "1733399999.000200", "failed 4 Dec", "e3")
+        step = start_conversation("C1", "1733399999.000200", "e3", DEREGISTERED, '"d"')
         kept = await conversations.change_conversation(HANDLER, KEY, step, KEEP)
         assert kept.ts == "1733399999.000200"
-        assert kept.history == ("available 1 May", "failed 4 Dec")
+        assert kept.history == (AVAILABLE, DEREGISTERED)
 
     async def test_keys_and_handlers_are_kept_apart(self, store: Store) -> None:
         conversations = await _open(store)
@@ -164,7 +185,7 @@ class TestKeeping:
         clock.advance(KEEP - 10)
         assert await conversations.conversation(HANDLER, KEY) is not None
         await conversations.change_conversation(
-            HANDLER, KEY, reply_in_conversation("e2", "2.0", "deregistered"), KEEP
+            HANDLER, KEY, reply_in_conversation("e2", "2.0", DEREGISTERED, '"d"'), KEEP
         )
         clock.advance(KEEP - 10)
         assert await conversations.conversation(HANDLER, KEY) is not None, "renewed by the reply"
