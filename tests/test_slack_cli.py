@@ -71,3 +71,12 @@ async def test_replay_threads_through_the_dedupe_store(tmp_path: Path, api: Slac
         assert code == 0, out + err
     [parent] = api.parents()
     assert len(api.replies(parent.ts)) == 1 and parent.edits == 1
+
+
+async def test_test_event_posts_a_parent(tmp_path: Path, api: SlackApi) -> None:
+    config = write_config(tmp_path, api)
+    code, out, err = await amid("test-event", "-c", str(config), "--state", "failed")
+    assert code == 0, out + err
+    assert "✓ ops-slack" in out
+    [parent] = api.parents()
+    assert "failed" in parent.text
