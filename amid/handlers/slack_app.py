@@ -59,6 +59,7 @@ CLAIM_LEASE = 30.0  # how long a claim holds a key while its parent is posted (a
 _POLL = 0.05
 _HISTORY_MAX = 2000
 REDACTED = "Bearer ***"
+_POST_ONLY = frozenset({"username", "icon_emoji", "icon_url", "thread_ts", "reply_broadcast"})
 
 
 def _quiet_logger() -> logging.Logger:
@@ -100,6 +101,11 @@ def with_history(payload: dict[str, Any], history: tuple[Entry, ...]) -> dict[st
     line = cut(escape(" → ".join(text for _, text in history)), _HISTORY_MAX)
     context = {"type": "context", "elements": [{"type": "mrkdwn", "text": line}]}
     return {**payload, "blocks": [*payload["blocks"][:48], context]}
+
+
+def _for_update(payload: dict[str, Any]) -> dict[str, Any]:
+    """chat.update takes neither a poster's name nor its icon, nor a thread."""
+    return {name: value for name, value in payload.items() if name not in _POST_ONLY}
 
 
 def parent_of(conversation: Conversation, fallback: dict[str, Any]) -> dict[str, Any]:
@@ -175,7 +181,7 @@ class SlackAppHandler(SlackHandler):
         update = self._call_shown(
             "chat.update",
             {
-                **with_history(payload, ((0.0, "earlier states…"), entry)),
+                **_for_update(with_history(payload, ((0.0, "earlier states…"), entry))),
                 "channel": "<parent channel>",
                 "ts": "<parent ts>",
             },
@@ -318,7 +324,7 @@ class SlackAppHandler(SlackHandler):
                     )
                     self._metrics.slack_conversations.labels(self.name, "replied").inc()
             else:  # update
-                parent = parent_of(conversation, payload)
+                parent = _for_update(parent_of(conversation, payload))
                 answer = await self._api(
                     "update",
                     "chat.update",

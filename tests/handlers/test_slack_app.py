@@ -165,6 +165,16 @@ class TestConversation:
         history = json.dumps(parent.blocks[-1], ensure_ascii=False)
         assert "available 1 May 09:12 → deregistered 1 May 12:34" in history
 
+    async def test_the_update_carries_no_poster_name_or_icon(
+        self, api: SlackApi, build: Build
+    ) -> None:
+        handler = await build(app(api, username="amid", icon_emoji=":robot_face:"))
+        await send(handler, event("available", "e1"))
+        await send(handler, event("deregistered", "e2"))
+        assert all(call.body["username"] == "amid" for call in api.posts())
+        [update] = api.of("chat.update")
+        assert not update.body.keys() & {"username", "icon_emoji", "thread_ts"}
+
     async def test_two_images_are_two_conversations(self, api: SlackApi, build: Build) -> None:
         handler = await build(app(api))
         await send(handler, event("available", "e1", "ami-000000000000000a1"))
