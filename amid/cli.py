@@ -18,6 +18,7 @@ from amid.config import (
     Config,
     ConfigError,
     PagerDutyHandlerConfig,
+    SlackHandlerConfig,
     default_config_path,
     load_config,
 )
@@ -278,6 +279,15 @@ def _check_config(config: Config, path: Path, explain: Path | None, image: Path 
                 f"sent {digest.wait:g}s after a group's first event, or at {digest.max_events} "
                 "events"
             )
+        if isinstance(handler, SlackHandlerConfig) and handler.app:
+            from amid.wording import human_duration
+
+            keep = config.enrich.remember or 30 * 86400.0
+            print(
+                f"      slack app: channel {handler.channel}, one conversation per "
+                f"{handler.thread_by!r}, kept {human_duration(keep)} after last use "
+                f"({handler.api_url})"
+            )
     _summarise_expectations(config)
     _summarise_silences(config)
     return EXIT_OK
@@ -472,7 +482,7 @@ def _read_bodies(files: Sequence[str]) -> list[str] | None:
 async def _replay(config: Config, bodies: list[str], no_dedupe: bool) -> int:
     from amid.tools.offline import offline_runtime, replay
 
-    async with offline_runtime(config) as run:
+    async with offline_runtime(config, with_store=not no_dedupe) as run:
         outcomes = await replay(run, bodies, use_dedupe=not no_dedupe)
     ok = True
     for outcome in outcomes:

@@ -320,21 +320,48 @@ class SlackHandlerConfig(_HandlerBase):
     type: Literal["slack"]
     webhook_url: SecretStr | None = None
     webhook_url_file: Path | None = None
+    # App mode (SPEC 3d): a bot token, one living conversation per `thread_by` key.
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    thread_by: str = "{{ image_id }}"
+    api_url: str = "https://slack.com/api/"
     template: str | None = None
     payload_template: str | None = None
     username: str | None = None
     icon_emoji: str | None = None
     channel: str | None = None
     rate_limit: Annotated[float, BeforeValidator(_not_bool)] = Field(
-        default=1.0, gt=0, description="messages per second per webhook"
+        default=1.0, gt=0, description="messages per second per webhook, or per channel"
     )
 
-    _templates = field_validator("template", "payload_template")(_check_template)
+    _templates = field_validator("template", "payload_template", "thread_by")(_check_template)
+
+    @property
+    def app(self) -> bool:
+        """App mode: a bot token and the Web API, not an incoming webhook."""
+        return self.token is not None
 
     @model_validator(mode="after")
     def _secret(self) -> SlackHandlerConfig:
-        if (self.webhook_url is None) == (self.webhook_url_file is None):
-            raise ValueError("set exactly one of webhook_url and webhook_url_file")
+        given = [
+            key
+            for key in ("webhook_url", "webhook_url_file", "token", "token_file")
+            if getattr(self, key) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError("set exactly one of webhook_url, webhook_url_file, token, token_file")
+        if self.token_file is not None:
+            object.__setattr__(self, "token", _read_secret_file(self.token_file, "token_file"))
+        if self.token is not None:
+            if not self.token.get_secret_value():
+                raise ValueError("token: is empty")
+            if not self.channel:
+                raise ValueError("channel: required with a token (a channel id, C0123456789)")
+            if not self.api_url.startswith(("https://", "http://")):
+                raise ValueError("api_url: must be an http(s) URL")
+            if not self.api_url.endswith("/"):
+                object.__setattr__(self, "api_url", self.api_url + "/")
+            return self
         if self.webhook_url_file is not None:
             secret = _read_secret_file(self.webhook_url_file, "webhook_url_file")
             object.__setattr__(self, "webhook_url", secret)

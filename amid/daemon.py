@@ -180,7 +180,7 @@ class Daemon:
             ledger = await self._open_ledger(aws, region)
             stack.push_async_callback(ledger.aclose)
             http = await stack.enter_async_context(aiohttp.ClientSession())
-            resources = HandlerResources(http=http, aws=aws, metrics=self.metrics)
+            resources = HandlerResources(http, aws, self.metrics, conversations=ledger)
             runtimes = _Runtimes(self._build_runtime(config, resources))
             stack.push_async_callback(runtimes.aclose)
             source = await stack.enter_async_context(SqsSource(sqs, config.queue, self.metrics))

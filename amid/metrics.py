@@ -24,6 +24,7 @@ SQS_OPERATIONS = (
 
 LOOKUP_OUTCOMES = ("described", "remembered", "not_found", "unavailable", "denied")
 INCIDENT_ACTIONS = ("trigger", "acknowledge", "resolve")
+CONVERSATION_ACTIONS = ("started", "replied", "updated", "restarted")
 RETRY_REASONS = ("handler_failed", "ledger_unavailable", "enrich_unavailable")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -227,6 +228,13 @@ class Metrics:
             "Silences active now: config windows and run-time silences.",
             registry=r,
         )
+        self.slack_conversations = Counter(
+            "amid_slack_conversations_total",
+            "Slack app-mode conversations: parents started, thread replies, parent updates, "
+            "and parents posted again after the old one was deleted (restarted).",
+            ["handler", "action"],
+            registry=r,
+        )
         self._prime()
 
     def prime_digest_handler(self, name: str) -> None:
@@ -258,6 +266,10 @@ class Metrics:
     def prime_incidents(self, name: str) -> None:
         for action in INCIDENT_ACTIONS:
             self.incidents.labels(name, action)
+
+    def prime_conversations(self, name: str) -> None:
+        for action in CONVERSATION_ACTIONS:
+            self.slack_conversations.labels(name, action)
 
     def prime_expectation(self, name: str, handlers: Iterable[str]) -> None:
         self.expectation_overdue.labels(name)

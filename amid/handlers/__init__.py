@@ -13,17 +13,20 @@ from amid.aws import AwsClients
 from amid.config import Config, HandlerConfig
 from amid.handlers.base import Handler, HandlerError, Notification
 from amid.metrics import Metrics
+from amid.store.base import ConversationStore
 
 __all__ = ["Handler", "HandlerError", "HandlerResources", "Notification", "build_handler"]
 
 
 @dataclass(frozen=True, slots=True)
 class HandlerResources:
-    """What handlers share: one HTTP session, the AWS clients, the metrics."""
+    """What handlers share: one HTTP session, the AWS clients, the metrics, and for the
+    handlers that remember (Slack's app mode) the store's narrow door."""
 
     http: aiohttp.ClientSession
     aws: AwsClients
     metrics: Metrics
+    conversations: ConversationStore | None = None
 
 
 Factory = Callable[[Any, Config, HandlerResources], Handler]

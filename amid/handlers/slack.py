@@ -235,6 +235,10 @@ class SlackHandler:
     def from_config(
         cls, handler: SlackHandlerConfig, config: Config, resources: HandlerResources
     ) -> SlackHandler:
+        if handler.app:  # a bot token: one conversation per key (slack_app.py)
+            from amid.handlers.slack_app import SlackAppHandler
+
+            return SlackAppHandler.build(handler, config, resources)
         return cls(handler, resources.http, resources.metrics)
 
     def __repr__(self) -> str:
@@ -253,7 +257,7 @@ class SlackHandler:
         """One message per 1/rate_limit seconds per webhook, shared by its handlers."""
         await self._limit.wait()
 
-    async def send(self, message: Sendable) -> None:
+    async def send(self, message: Sendable) -> str | None:
         if isinstance(message, Digest):
             payload, failures = self._compose_digest(message)
             context: dict[str, Any] = {"digest_events": message.count}
@@ -281,6 +285,7 @@ class SlackHandler:
             headers={"Content-Type": "application/json; charset=utf-8"},
             what="slack webhook",
         )
+        return None  # a webhook answers "ok": no reference
 
     async def aclose(self) -> None:
         self._limit.release()

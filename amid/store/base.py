@@ -5,6 +5,7 @@
 - `ExpectationStore`: per expectation, when its clock started, the last matching
   event, and the overdue episode: which handlers have been told.
 - `SilenceStore`: the silences added at run time (`amid silence add`), read by every replica.
+- `ConversationStore`: per (handler, key), the Slack conversation it keeps (SPEC 3d).
 
 `Store` is all of them at once: every backend (memory, sqlite, dynamodb)
 implements every kind, so one `dedupe` section configures where amid keeps
@@ -259,5 +260,150 @@ class SilenceStore(Protocol):
         ...
 
 
-class Store(Ledger, ImageMemory, ExpectationStore, SilenceStore, Protocol):
+# --- conversations (SPEC 3d) ---
+
+_KEPT_REPLIES = 50  # the event ids a conversation remembers having replied for
+_KEPT_HISTORY = 20  # the history line's entries (the latest)
+
+# One step of the history line: (when it happened, epoch seconds; "available 1 May 09:12").
+Entry = tuple[float, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """One key's living Slack message: where its parent is, what it shows.
+
+    Before the parent is posted the key is only claimed (`owner`, until `claimed_until`),
+    so that one poster starts it. `replies` maps the events already replied in the thread
+    to their reply's ts: the reply is sent once, whatever happens to the update after it.
+    `shown` is the message of the latest event (by its time, so events that arrive out of
+    order leave the parent on the newest state), as JSON; `history` is in time order.
+    """
+
+    channel: str = ""
+    ts: str = ""  # the parent's; empty while claimed or released
+    history: tuple[Entry, ...] = ()
+    replies: tuple[tuple[str, str], ...] = ()  # (event id, reply ts), newest last
+    shown: str = ""
+    shown_at: float = 0.0
+    owner: str | None = None
+    claimed_until: float = 0.0
+
+    @property
+    def started(self) -> bool:
+        return bool(self.ts)
+
+    def reply_to(self, event_id: str) -> str | None:
+        """The ts of the reply already posted for `event_id`, else None."""
+        return next((ts for kept, ts in self.replies if kept == event_id), None)
+
+    def told(self, event_id: str, ts: str, entry: Entry, shown: str) -> Conversation:
+        """With `event_id`'s message in the conversation (once: a repeat changes nothing)."""
+        if self.reply_to(event_id) is not None:
+            return self
+        newest = entry[0] >= self.shown_at
+        return replace(
+            self,
+            history=tuple(sorted((*self.history, entry), key=lambda e: e[0]))[-_KEPT_HISTORY:],
+            replies=(*self.replies, (event_id, ts))[-_KEPT_REPLIES:],
+            shown=shown if newest else self.shown,
+            shown_at=entry[0] if newest else self.shown_at,
+        )
+
+    def document(self) -> dict[str, Any]:
+        """As JSON, for the backends that keep it as one string."""
+        return {
+            "channel": self.channel,
+            "ts": self.ts,
+            "history": [list(entry) for entry in self.history],
+            "replies": [list(pair) for pair in self.replies],
+            "shown": self.shown,
+            "shown_at": self.shown_at,
+            "owner": self.owner,
+            "claimed_until": self.claimed_until,
+        }
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> Conversation:
+        return cls(
+            channel=str(document.get("channel", "")),
+            ts=str(document.get("ts", "")),
+            history=tuple((float(at), str(text)) for at, text in document.get("history", ())),
+            replies=tuple((str(e), str(t)) for e, t in document.get("replies", ())),
+            shown=str(document.get("shown", "")),
+            shown_at=float(document.get("shown_at", 0.0)),
+            owner=document.get("owner"),
+            claimed_until=float(document.get("claimed_until", 0.0)),
+        )
+
+
+# A write: the conversation as it is (None when there is none) and the store's now -> as it
+# must become. Every backend applies one atomically, so replicas agree.
+ConversationStep = Callable[[Conversation | None, float], Conversation]
+
+
+def claim_conversation(owner: str, lease: float) -> ConversationStep:
+    """Hold an unstarted key for `lease` seconds to post its parent; a started one, or one
+    another owner holds, is left as it is (the caller reads who has it)."""
+
+    def step(old: Conversation | None, now: float) -> Conversation:
+        old = old or Conversation()
+        if old.started or (old.owner not in (None, owner) and old.claimed_until > now):
+            return old
+        return replace(old, owner=owner, claimed_until=now + lease)
+
+    return step
+
+
+def start_conversation(
+    channel: str, ts: str, event_id: str, entry: Entry, shown: str
+) -> ConversationStep:
+    """The parent is posted (first, or again after the old one was deleted); the claim ends.
+    An event whose reply is already kept (its update found the parent deleted) keeps it."""
+
+    def step(old: Conversation | None, now: float) -> Conversation:
+        told = (old or Conversation()).told(event_id, ts, entry, shown)
+        return replace(told, channel=channel, ts=ts, owner=None, claimed_until=0.0)
+
+    return step
+
+
+def reply_in_conversation(event_id: str, ts: str, entry: Entry, shown: str) -> ConversationStep:
+    """The reply for `event_id` is in the thread (recorded once: a repeat changes nothing)."""
+
+    def step(old: Conversation | None, now: float) -> Conversation:
+        return (old or Conversation()).told(event_id, ts, entry, shown)
+
+    return step
+
+
+def release_conversation(owner: str) -> ConversationStep:
+    """The parent could not be posted: free the key, so its next event tries again."""
+
+    def step(old: Conversation | None, now: float) -> Conversation:
+        old = old or Conversation()
+        if old.started or old.owner != owner:
+            return old
+        return replace(old, owner=None, claimed_until=0.0)
+
+    return step
+
+
+class ConversationStore(Protocol):
+    """The narrow door of the handlers that remember (Slack's app mode): per (handler, key)
+    a `Conversation`, kept `keep` seconds after its last write, shared by replicas with a
+    shared backend. Raises LedgerUnavailable when the store cannot be read or written now."""
+
+    async def conversation(self, handler: str, key: str) -> Conversation | None:
+        """As last written, None when there is none (or it expired)."""
+        ...
+
+    async def change_conversation(
+        self, handler: str, key: str, step: ConversationStep, keep: float
+    ) -> Conversation:
+        """Apply `step` atomically (racing writers are stepped again); the result."""
+        ...
+
+
+class Store(Ledger, ImageMemory, ExpectationStore, SilenceStore, ConversationStore, Protocol):
     """Every kind of state amid keeps, in one backend."""

@@ -12,6 +12,8 @@ from typing import Any
 from amid.store.base import (
     SILENCE_KEPT,
     Claim,
+    Conversation,
+    ConversationStep,
     ExpectationState,
     ExpectationStep,
     ExpectationSteps,
@@ -42,6 +44,9 @@ class MemoryStore(ExpectationSteps):
         self._images: OrderedDict[tuple[str, str], tuple[float, dict[str, Any]]] = OrderedDict()
         self._expectations: dict[str, ExpectationState] = {}
         self._silences: dict[str, SilenceRecord] = {}
+        self._conversations: OrderedDict[tuple[str, str], tuple[float, Conversation]] = (
+            OrderedDict()
+        )
 
     def _live(self, event_id: str, now: float) -> _Record | None:
         record = self._records.get(event_id)
@@ -163,3 +168,20 @@ class MemoryStore(ExpectationSteps):
         if silence.ends > at:
             self._silences[silence_id] = silence = replace(silence, ends=at)
         return silence
+
+    # --- conversations ---
+
+    async def conversation(self, handler: str, key: str) -> Conversation | None:
+        kept = self._conversations.get((handler, key))
+        return kept[1] if kept is not None and kept[0] > self._clock() else None
+
+    async def change_conversation(
+        self, handler: str, key: str, step: ConversationStep, keep: float
+    ) -> Conversation:
+        now = self._clock()
+        conversation = step(await self.conversation(handler, key), now)
+        self._conversations.pop((handler, key), None)
+        self._conversations[(handler, key)] = (now + keep, conversation)
+        while len(self._conversations) > self._max_events:
+            self._conversations.popitem(last=False)
+        return conversation

@@ -257,6 +257,9 @@ async def _handler_checks(config: Config, aws: AwsClients) -> list[Check]:
             )
         else:
             checks.append(Check(name, True, handler.topic_arn))
+    from amid.tools.slack_checks import slack_checks  # only configs with a Slack app pay for it
+
+    checks.extend(await slack_checks(config))
     return checks
 
 

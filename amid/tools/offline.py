@@ -103,15 +103,25 @@ class OfflineRun:
     runtime: Runtime
     resources: HandlerResources
     enricher: ImageEnricher | None = None
+    store: Store | None = None  # the dedupe store, when the caller opened it (replay)
 
 
 @contextlib.asynccontextmanager
 async def offline_runtime(
-    config: Config, metrics: Metrics | None = None
+    config: Config, metrics: Metrics | None = None, *, with_store: bool = False
 ) -> AsyncIterator[OfflineRun]:
+    """The handlers and routes of `config`; `with_store` opens the dedupe store too, so a
+    replay keeps to the ledger and Slack's conversations thread as the daemon's do."""
     metrics = metrics or Metrics()
-    async with AwsClients() as aws, aiohttp.ClientSession() as http:
-        resources = HandlerResources(http=http, aws=aws, metrics=metrics)
+    async with contextlib.AsyncExitStack() as stack:
+        aws = await stack.enter_async_context(AwsClients())
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        store: Store | None = None
+        if with_store:
+            store = await open_store(config.dedupe, aws, config.queue.resolved_region)
+            stack.push_async_callback(store.aclose)
+        # Without a store, each app-mode Slack handler keeps its conversations in process.
+        resources = HandlerResources(http, aws, metrics, conversations=store)
         handlers: dict[str, Handler] = {
             h.name: build_handler(h, config, resources) for h in config.handlers
         }
@@ -120,7 +130,7 @@ async def offline_runtime(
             runtime = Runtime(
                 config, Router(config.handlers), handlers, silences=Silences(config.silences)
             )
-            yield OfflineRun(config, runtime, resources, enricher)
+            yield OfflineRun(config, runtime, resources, enricher, store)
         finally:
             for handler in handlers.values():
                 await handler.aclose()
@@ -166,7 +176,9 @@ async def test_event(
 async def replay(run: OfflineRun, bodies: Iterable[str], *, use_dedupe: bool) -> list[Outcome]:
     """Handle message bodies (drained from a dead-letter queue, say) through the pipeline."""
     ledger: Store
-    if use_dedupe:
+    if use_dedupe and run.store is not None:
+        ledger = run.store  # offline_runtime's: it closes it
+    elif use_dedupe:
         ledger = await open_store(
             run.config.dedupe, run.resources.aws, run.config.queue.resolved_region
         )
@@ -196,4 +208,5 @@ async def replay(run: OfflineRun, bodies: Iterable[str], *, use_dedupe: bool) ->
     finally:
         if enricher is not None:
             await enricher.aclose()
-        await ledger.aclose()
+        if ledger is not run.store:
+            await ledger.aclose()

@@ -40,6 +40,7 @@ BEARER = f"Bearer {MARK}-bearer"
 API_KEY = f"{MARK}-apikey"
 HOOK_TOKEN = f"{MARK}-hook-env"
 AWS_SECRET = f"{MARK}-aws-secret-key"
+BOT_TOKEN = f"xoxb-{MARK}-bot"  # Slack's app mode: the bot token rides in Authorization
 
 
 class EchoReceiver:
@@ -100,6 +101,11 @@ def handlers_yaml(base: str, refused: str, topic: str, moto_url: str) -> str:
     items.append(
         f"  - {{name: slack-refused, type: slack, webhook_url: '{refused}{SLACK_PATH}'}}\n"
     )
+    for mode in ("ok", "s403", "s500", "s429", "hang"):  # "ok" answers text, not Slack's JSON
+        items.append(
+            f"  - {{name: slack-app-{mode}, type: slack, token: '{BOT_TOKEN}', channel: C0123,"
+            f" api_url: '{base}/{mode}/api/'}}\n"
+        )
     for mode in ("ok", "s401", "s500", "s503", "hang"):
         items.append(
             f"  - name: webhook-{mode}\n    type: webhook\n"
@@ -136,6 +142,7 @@ def _with_timeouts(handlers: str) -> str:
 
 HANDLER_NAMES = [
     *(f"slack-{m}" for m in ("ok", "s403", "s500", "s429", "hang", "refused")),
+    *(f"slack-app-{m}" for m in ("ok", "s403", "s500", "s429", "hang")),
     *(f"webhook-{m}" for m in ("ok", "s401", "s500", "s503", "hang", "refused")),
     "sns-missing",
     "hook",
@@ -189,6 +196,7 @@ async def test_no_secret_in_logs_metrics_or_errors_when_every_destination_fails(
     printed = capsys.readouterr()
     assert any(MARK in request for request in echo.requests), "the secrets were really used"
     assert any("s403" in request for request in echo.requests)
+    assert any("/s403/api/chat.postMessage" in request for request in echo.requests)
     assert "handler attempt failed" in logs, "failures were logged"
     assert MARK not in logs
     assert MARK not in metrics
@@ -230,10 +238,13 @@ async def test_no_secret_in_the_output_of_run_test_event_or_check_config(
     (tmp_path / "slack-url").write_text(f"{echo.url}/s500{SLACK_PATH}\n")
     (tmp_path / "webhook-url").write_text(f"{echo.url}/s403{WEBHOOK_PATH}?{WEBHOOK_QUERY}\n")
     (tmp_path / "headers.yaml").write_text(f"X-Api-Key: '{API_KEY}'\n")
+    (tmp_path / "bot-token").write_text(BOT_TOKEN + "\n")
     handlers = (
         "  - {name: slack-env, type: slack, webhook_url: '${SLACK_URL}', timeout: 300ms}\n"
         f"  - {{name: slack-file, type: slack, webhook_url_file: '{tmp_path / 'slack-url'}'}}\n"
         f"  - {{name: slack-refused, type: slack, webhook_url: '{refused}{SLACK_PATH}'}}\n"
+        f"  - {{name: slack-app, type: slack, token_file: '{tmp_path / 'bot-token'}',"
+        f" channel: C0123, api_url: '{echo.url}/s500/api/'}}\n"
         f"  - {{name: webhook-file, type: webhook, url_file: '{tmp_path / 'webhook-url'}',"
         f" headers_file: '{tmp_path / 'headers.yaml'}', headers: {{Authorization: '${{TOKEN}}'}}}}\n"
         f"  - {{name: webhook-env, type: webhook, url: '{echo.url}/s500{WEBHOOK_PATH}?{WEBHOOK_QUERY}',"
@@ -282,6 +293,7 @@ async def test_no_secret_in_the_output_of_run_test_event_or_check_config(
             "slack-env",
             "slack-file",
             "slack-refused",
+            "slack-app",
             "webhook-file",
             "webhook-env",
             "sns-missing",

@@ -15,6 +15,8 @@ capacity; DynamoDB TTL on `expires_at`):
                                  version (N); no expires_at: an expectation's clock
                                  and episode must outlive any TTL
     silence     <silence id>     a run-time silence (see `silences.py`)
+    conversation#<handler>#<key>
+                conversation     doc (S), version (N), expires_at (N): conversations.py
 
 `expires_at` is epoch seconds on every item, so DynamoDB's TTL deletes old
 event ids. TTL deletion is lazy (often days late), so every read also ignores
@@ -81,6 +83,7 @@ from amid.store.base import (
     LeaseLost,
     LedgerUnavailable,
 )
+from amid.store.dynamodb.conversations import DynamoConversations
 from amid.store.dynamodb.silences import DynamoSilences
 
 EVENT_SK = "event"
@@ -233,7 +236,7 @@ def _string_set(item: Mapping[str, Any], name: str) -> frozenset[str]:
     return frozenset(attribute["SS"]) if attribute else frozenset()
 
 
-class DynamoStore(DynamoSilences, ExpectationSteps):
+class DynamoStore(DynamoSilences, DynamoConversations, ExpectationSteps):
     """The shared ledger for several replicas; `client` is an aiobotocore DynamoDB client.
 
     The client belongs to the caller (normally `AwsClients`), which closes it.

@@ -35,11 +35,14 @@ from amid.store.base import (
     LeaseLost,
     LedgerUnavailable,
 )
+from amid.store.sqlite import conversations
+from amid.store.sqlite.conversations import SqliteConversations
 from amid.store.sqlite.silences import SILENCE_SCHEMA, SqliteSilences
 
 _T = TypeVar("_T")
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS events (
     event_id    TEXT PRIMARY KEY,
     owner       TEXT,
@@ -74,6 +77,8 @@ CREATE TABLE IF NOT EXISTS images (
 );
 CREATE INDEX IF NOT EXISTS images_expiry ON images (expires_at);
 """
+    + conversations.SCHEMA
+)
 
 _PURGE_EVERY = 60.0
 _CHECKPOINT_EVERY = 1000  # inline commits
@@ -84,7 +89,7 @@ Body = Callable[[sqlite3.Connection, float], _T]
 _Outcome = tuple[bool, Any]
 
 
-class SqliteStore(SqliteSilences, ExpectationSteps):
+class SqliteStore(SqliteSilences, SqliteConversations, ExpectationSteps):
     def __init__(
         self,
         path: Path,
@@ -269,6 +274,7 @@ class SqliteStore(SqliteSilences, ExpectationSteps):
             db.execute("DELETE FROM deliveries WHERE expires_at <= ?", (now,))
             db.execute("DELETE FROM images WHERE expires_at <= ?", (now,))
             db.execute("DELETE FROM silences WHERE expires_at <= ?", (now,))
+            db.execute("DELETE FROM conversations WHERE expires_at <= ?", (now,))
         self._checkpoint()
 
     def _checkpoint(self) -> None:
