@@ -52,6 +52,10 @@ ON_DASHBOARD = {
     "amid_expectation_overdue",
     "amid_expectation_last_seen_timestamp_seconds",
     "amid_expectation_notifications_total",
+    # conversations, incidents, silences
+    "amid_slack_conversations_total",
+    "amid_incidents_total",
+    "amid_silences_active",
     "up",
 }
 
