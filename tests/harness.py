@@ -884,6 +884,7 @@ async def where_missing(
     queue: str,
     dlq: str,
     replicas: Mapping[str, AmidProcess],
+    sent: int | None = None,
 ) -> str:
     """Where pairs that never arrived could be, so a failure names its cause at once.
 
@@ -904,10 +905,12 @@ async def where_missing(
     lines.append(counts)
     ids = {event for event, _ in pairs}
     named: dict[str, list[str]] = {}
+    deleted = 0.0
     for name, replica in replicas.items():
         state = "running" if replica.running else "not running"
         try:
             metrics = await replica.metrics()
+            deleted += metrics.value("amid_messages_deleted_total")
             gauges = (
                 f"amid_inflight_messages {metrics.value('amid_inflight_messages'):g}, "
                 f"amid_messages_deleted_total {metrics.value('amid_messages_deleted_total'):g}"
@@ -917,6 +920,8 @@ async def where_missing(
         lines.append(f"{name} ({state}): {gauges}")
         text = replica.log.read_text(errors="replace") if replica.log.exists() else ""
         named[name] = sorted(event for event in ids if event in text)
+    if sent is not None:
+        lines.append(f"messages sent {sent}; deleted by the replicas (still answering) {deleted:g}")
     naming = {name: found for name, found in named.items() if found}
     if naming:
         lines += [f"{name}'s log names {', '.join(found)}" for name, found in naming.items()]

@@ -127,7 +127,7 @@ async def _run_replicas(
             timeout=240,
             what="every (event, handler) pair delivered",
             diagnose=lambda: where_missing(
-                expected - set(receiver.deliveries()), sqs, queue, dlq, replicas
+                expected - set(receiver.deliveries()), sqs, queue, dlq, replicas, producer.sent
             ),
         )
         await wait_until(lambda: _drained(sqs, queue), timeout=60, what="the queue empty")
