@@ -2,17 +2,20 @@
 
 The local SQS that the tests, the benchmarks and `amid demo` run is moto's
 server. moto's `Queue.delete_message` (`moto/sqs/models.py`, checked on moto
-5.2.5) rebuilds `self._messages` from a copy without holding the queue's
-`_messages_lock`, while `Queue.add_message` appends under that lock. A
-SendMessage that appends between the copy and the assignment is lost: gone
-from the queue without anyone having received it. Under load that made a
-replicas test report missing events that amid never saw (issue 25).
+5.2.5) builds a new `self._messages` from the list it read and assigns it
+without holding the queue's `_messages_lock`, while `Queue.add_message`
+appends under that lock. When deletes overlap, one assigns a list read before
+another's assignment: a message SendMessage appended in between is lost (gone
+from the queue without anyone having received it) and the other delete's
+message comes back. Under load that made a replicas test report missing
+events that amid never saw (issue 25).
 
 `patch_moto()` runs `Queue.delete_message` under `_messages_lock` (a
 `threading.Condition` on an `RLock`, so nothing that already holds it can
 deadlock) and changes nothing else. If moto renames either name the patch
 raises instead of silently leaving the race in. docs/reliability.md says how
-`tests/test_localsqs.py` shows the loss on stock moto and none with the fix.
+tests/reliability/test_moto_race.py shows the loss on stock moto and none with
+the fix; tests/test_localsqs.py that the patch is in place.
 
 `python -m amid.tools.localsqs -H 127.0.0.1 -p PORT` is `python -m
 moto.server` with the fix applied; `ThreadedMotoServer` runs in this process,
