@@ -19,6 +19,9 @@ Everything here talks to 127.0.0.1 only and stops itself:
 - `sqlite_recorded` / `dynamodb_recorded`: the pairs a ledger holds as
   delivered, to tell a repeat of a recorded success (a bug) from a delivery
   under way at a kill (allowed, counted).
+- `where_missing`: for pairs that never arrived, where they could be: the queue
+  and dead-letter counts, each replica's in-flight gauge and deleted count, and
+  which replica logs name the missing event ids.
 - `tally` and `Tally`: what the receiver got against what was expected: lost
   pairs, repeated pairs, a printable table; `report` shows it at the end of the
   pytest run (`flush_reports` in a conftest's `pytest_terminal_summary`).
@@ -868,10 +871,11 @@ async def wait_until(
     timeout: float,
     what: str,
     interval: float = 0.5,
-    diagnose: Callable[[], str] | None = None,
+    diagnose: Callable[[], str | Coroutine[Any, Any, str]] | None = None,
 ) -> None:
     """Poll `predicate` (sync or async) until true. The timeout is a safety stop, not a
-    speed assertion: set it far above the expected time; `diagnose` adds context on failure.
+    speed assertion: set it far above the expected time; `diagnose` (sync or async) adds
+    context on failure.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -881,9 +885,64 @@ async def wait_until(
         if result:
             return
         if time.monotonic() > deadline:
-            detail = f"\n{diagnose()}" if diagnose is not None else ""
+            detail = ""
+            if diagnose is not None:
+                said = diagnose()
+                detail = "\n" + (await said if asyncio.iscoroutine(said) else str(said))
             raise AssertionError(f"not reached within {timeout:g}s: {what}{detail}")
         await asyncio.sleep(interval)
+
+
+async def where_missing(
+    missing: Iterable[Pair],
+    sqs: Any,
+    queue: str,
+    dlq: str,
+    replicas: Mapping[str, AmidProcess],
+    sent: int | None = None,
+) -> str:
+    """Where pairs that never arrived could be, so a failure names its cause at once.
+
+    Messages still on the queue or in flight mean amid is slow or stuck; in the
+    dead-letter queue, that it gave up; if every replica says nothing in flight,
+    the queue is empty and no log names the event, the message left the queue
+    without any replica receiving it (moto losing it, as in issue 25).
+    """
+    pairs = sorted(missing)
+    shown = ", ".join(f"{event}/{handler}" for event, handler in pairs[:10])
+    more = f" (and {len(pairs) - 10} more)" if len(pairs) > 10 else ""
+    lines = [f"{len(pairs)} pairs missing: {shown}{more}"]
+    try:
+        counts = f"{await queue_count(sqs, queue)} on the queue (visible + in flight), "
+        counts += f"{await queue_count(sqs, dlq)} on the dead-letter queue"
+    except Exception as error:  # a diagnosis must not hide the failure it explains
+        counts = f"queue counts unavailable: {error!r}"
+    lines.append(counts)
+    ids = {event for event, _ in pairs}
+    named: dict[str, list[str]] = {}
+    deleted = 0.0
+    for name, replica in replicas.items():
+        state = "running" if replica.running else "not running"
+        try:
+            metrics = await replica.metrics()
+            deleted += metrics.value("amid_messages_deleted_total")
+            gauges = (
+                f"amid_inflight_messages {metrics.value('amid_inflight_messages'):g}, "
+                f"amid_messages_deleted_total {metrics.value('amid_messages_deleted_total'):g}"
+            )
+        except (OSError, AssertionError) as error:
+            gauges = f"metrics unavailable: {error!r}"
+        lines.append(f"{name} ({state}): {gauges}")
+        text = replica.log.read_text(errors="replace") if replica.log.exists() else ""
+        named[name] = sorted(event for event in ids if event in text)
+    if sent is not None:
+        lines.append(f"messages sent {sent}; deleted by the replicas (still answering) {deleted:g}")
+    naming = {name: found for name, found in named.items() if found}
+    if naming:
+        lines += [f"{name}'s log names {', '.join(found)}" for name, found in naming.items()]
+    else:
+        lines.append(f"no replica's log names any of the {len(ids)} missing event ids")
+    return "\n".join(lines)
 
 
 _REPORTS: list[str] = []

@@ -1,4 +1,10 @@
-"""moto's standalone server as a real subprocess on 127.0.0.1, for tests and benchmarks."""
+"""moto's standalone server as a real subprocess on 127.0.0.1, for tests and benchmarks.
+
+It runs `python -m amid.tools.localsqs`: moto's server with SQS DeleteMessage under
+the queue's lock, so a message sent during a delete is not lost (issue 25;
+docs/reliability.md, "The local SQS"). `StockMotoServer` runs moto unpatched, for
+the test that shows why.
+"""
 
 from __future__ import annotations
 
@@ -21,16 +27,35 @@ def free_port() -> int:
 
 
 class MotoServer:
-    """A running `moto_server`; `url` is its endpoint."""
+    """A running moto server (with amid's one fix); `url` is its endpoint."""
 
-    def __init__(self, port: int | None = None, log: Path | None = None) -> None:
+    module = "amid.tools.localsqs"  # run as `python -m module -H 127.0.0.1 -p PORT`
+
+    def __init__(
+        self,
+        port: int | None = None,
+        log: Path | None = None,
+        *,
+        switch_interval: float | None = None,
+    ) -> None:
         self.port = port or free_port()
+        # sys.setswitchinterval in the server: how often its threads may be made to take
+        # turns (Python's default is 5 ms). Shorter makes races show as a loaded machine does.
+        self.switch_interval = switch_interval
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log or Path(os.environ.get("AMID_TEST_TMP", "/tmp")) / f"moto-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        argv = [self.module, "-H", "127.0.0.1", "-p", str(self.port)]
+        if self.switch_interval is None:
+            return [sys.executable, "-m", *argv]
+        # `python -m module ...` after sys.setswitchinterval; the module runs unchanged.
+        code = (
+            "import runpy, sys; sys.setswitchinterval(float(sys.argv[1])); "
+            "sys.argv = sys.argv[2:]; runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)"
+        )
+        return [sys.executable, "-c", code, repr(self.switch_interval), *argv]
 
     def start(self, timeout: float = 30.0) -> None:
         log = self.log
@@ -66,3 +91,9 @@ class MotoServer:
             yield self
         finally:
             self.stop()
+
+
+class StockMotoServer(MotoServer):
+    """moto's server exactly as released: DeleteMessage can lose a concurrent send."""
+
+    module = "moto.server"

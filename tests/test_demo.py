@@ -19,5 +19,6 @@ def test_the_demo_shows_a_burst_collapsing_into_one_digest() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    assert "with SQS DeleteMessage under the queue's lock) on http://127.0.0.1:" in result.stdout
     assert "🗑️ 7 AMIs deregistered in 123456789012 us-east-1 (digest)" in result.stdout
     assert "digest        7 deregistered events in 1 message(s)" in result.stdout

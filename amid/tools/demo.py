@@ -1,11 +1,13 @@
 """`amid demo`: the whole pipeline on this machine, no AWS account needed.
 
-An embedded moto server on 127.0.0.1 plays SQS. The demo creates a queue with
-a dead-letter queue, sends real-shaped events for all four states plus a
-duplicate and an invalid message, and a burst of deregistrations as a cleanup
-job makes them; runs the real daemon with two console handlers (one per event,
-and a digest that collapses the burst into one message) and prints what
-became of each message and the final metric values.
+An embedded moto server on 127.0.0.1 plays SQS, with amid.tools.localsqs's one
+fix (DeleteMessage under the queue's lock, so no message is lost). The demo
+creates a queue with a dead-letter queue, sends real-shaped events for all
+four states plus a duplicate and an invalid message, and a burst of
+deregistrations as a cleanup job makes them; runs the real daemon with two
+console handlers (one per event, and a digest that collapses the burst into
+one message) and prints what became of each message and the final metric
+values.
 """
 
 from __future__ import annotations
@@ -73,6 +75,13 @@ async def run_demo(forever: bool = False) -> int:
     except ImportError:
         print("amid demo needs moto's server: pip install 'amid[demo]'")
         return 2
+    from amid.tools.localsqs import MotoPatchError, describe, patch_moto
+
+    try:
+        patch_moto()  # moto's DeleteMessage can lose a concurrent send (issue 25)
+    except MotoPatchError as error:
+        print(f"amid demo: {error}")
+        return 2
     from aiobotocore.session import get_session
 
     from amid.daemon import Daemon
@@ -89,7 +98,7 @@ async def run_demo(forever: bool = False) -> int:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    print(f"▶ local SQS-compatible server (moto) on {endpoint}")
+    print(f"▶ local SQS-compatible server ({describe()}) on {endpoint}")
     try:
         async with get_session().create_client(
             "sqs", region_name=_REGION, endpoint_url=endpoint

@@ -36,6 +36,7 @@ from tests.harness import (
     report,
     tally,
     wait_until,
+    where_missing,
 )
 
 pytestmark = pytest.mark.slow
@@ -125,7 +126,9 @@ async def _run_replicas(
             lambda: expected <= set(receiver.deliveries()),
             timeout=240,
             what="every (event, handler) pair delivered",
-            diagnose=lambda: f"{len(expected - set(receiver.deliveries()))} pairs missing",
+            diagnose=lambda: where_missing(
+                expected - set(receiver.deliveries()), sqs, queue, dlq, replicas, producer.sent
+            ),
         )
         await wait_until(lambda: _drained(sqs, queue), timeout=60, what="the queue empty")
         exit_codes = {
