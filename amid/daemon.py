@@ -25,7 +25,6 @@ from amid.expectations import Expectations
 from amid.expectations.watch import Watcher
 from amid.footprint import trim_heap
 from amid.handlers import HandlerResources, build_handler
-from amid.web.health import Health, HealthServer
 from amid.logs import configure_logging, get_logger
 from amid.metrics import Metrics
 from amid.pipeline.batch import Batcher
@@ -35,6 +34,7 @@ from amid.pipeline.routing import Router
 from amid.pipeline.source import Heartbeat, Message, SqsSource, SqsUnavailable
 from amid.sdnotify import SystemdNotifier, watchdog_interval
 from amid.store import Ledger, LedgerUnavailable, Store, open_store
+from amid.web.health import Health, HealthServer
 
 
 class StartupError(Exception):
@@ -196,6 +196,7 @@ class Daemon:
                 enricher=self._enricher(config, aws, ledger, stack),
                 budget=config.queue.max_in_flight,
                 watcher=self._watcher,
+                history=ledger,
             )
             self._batcher = pipeline.batcher
             await self._serve(config, source, ledger, pipeline, runtimes, resources)

@@ -25,8 +25,9 @@ from amid.pipeline.batch import Batcher, Target
 from amid.pipeline.decode import DecodeError, decode
 from amid.pipeline.deliver import DeliveryResult, deliver
 from amid.pipeline.enrich import NOT_ASKED, ImageLookup
+from amid.pipeline.record import event_record
 from amid.pipeline.routing import Router
-from amid.store.base import Claim, Ledger, LedgerUnavailable
+from amid.store.base import Claim, EventRecord, History, Ledger, LedgerUnavailable
 
 
 class Enricher(Protocol):
@@ -118,9 +119,12 @@ class Pipeline:
         watcher: Watcher | None = None,
         clock: Callable[[], float] = time.time,
         budget: int = 64,
+        history: History | None = None,
     ) -> None:
-        """`budget` is how many messages may be in flight (`queue.max_in_flight`)."""
+        """`budget` is how many messages may be in flight (`queue.max_in_flight`). With
+        `history` (the ledger's own store) each event's record rides on the ledger's writes."""
         self._ledger = ledger
+        self._history = history
         self._watcher = watcher
         self._metrics = metrics
         self._owner = owner
@@ -209,8 +213,14 @@ class Pipeline:
         retry_delay: float,
         log: Any,
     ) -> Outcome:
+        received = self._clock()
         if claim.done:
             log.info("duplicate event; no handler called")
+            if self._history is not None:  # noted on the event's record: the one write here
+                with contextlib.suppress(LedgerUnavailable):
+                    await self._history.record_event(
+                        event_record(event, received=received, outcome="duplicate")
+                    )
             return Outcome("duplicate", delete=True, event=event)
         try:
             await self._tell_watcher(event, runtime)
@@ -233,11 +243,29 @@ class Pipeline:
                 handlers=waiting,
                 lookup=lookup.outcome,
             )
+        image = lookup.image if lookup.known else None
+
+        def story(outcome: str, results: Any = ()) -> EventRecord | None:
+            if self._history is None:
+                return None
+            digests = [n for n in matched if runtime.handler_configs[n].digest is not None]
+            return event_record(
+                event,
+                received=received,
+                outcome=outcome,
+                matched=matched,
+                results=results,
+                digests=digests,
+                waiting=waiting,
+                image=image,
+            )
+
         if not pending and waiting:
-            return await self._left_for_image(event, retry_delay, log)
+            return await self._left_for_image(event, retry_delay, log, story("retry"))
         if not pending:
             with contextlib.suppress(LedgerUnavailable):
-                await self._ledger.complete(event.id, self._owner)
+                outcome = "duplicate" if matched else "handled"
+                await self._ledger.complete(event.id, self._owner, record=story(outcome))
             if not matched:
                 log.info("no handler matches the event")
                 return Outcome("handled", delete=True, event=event)
@@ -254,7 +282,9 @@ class Pipeline:
             try:
                 # The last success is recorded together with the done mark: one ledger write.
                 unrecorded = [r.handler for r in results if not batch.is_recorded(r.handler)]
-                await self._ledger.complete(event.id, self._owner, delivered=unrecorded)
+                await self._ledger.complete(
+                    event.id, self._owner, delivered=unrecorded, record=story("handled", results)
+                )
             except LedgerUnavailable as error:
                 return self._ledger_down(log, "complete", error, event, retry_delay)
             self._observe_lag(event)
@@ -266,7 +296,7 @@ class Pipeline:
             for result in results
         ]
         with contextlib.suppress(LedgerUnavailable):
-            await self._ledger.release(event.id, self._owner)
+            await self._ledger.release(event.id, self._owner, record=story("retry", results))
         failed = [result.handler for result in results if not result.delivered]
         # A destination's Retry-After holds across redeliveries too: never come back sooner.
         asked = [r.retry_after for r in results if not r.delivered and r.retry_after is not None]
@@ -294,9 +324,11 @@ class Pipeline:
             return NOT_ASKED
         return await self._enricher.lookup(event.image_id, event.region, event.account)
 
-    async def _left_for_image(self, event: AmiStateChange, retry_delay: float, log: Any) -> Outcome:
+    async def _left_for_image(
+        self, event: AmiStateChange, retry_delay: float, log: Any, record: EventRecord | None
+    ) -> Outcome:
         with contextlib.suppress(LedgerUnavailable):
-            await self._ledger.release(event.id, self._owner)
+            await self._ledger.release(event.id, self._owner, record=record)
         log.warning("event left for redelivery", delay=retry_delay)
         return Outcome(
             "retry", delete=False, delay=retry_delay, event=event, reason="enrich_unavailable"

@@ -8,6 +8,7 @@ capacity; DynamoDB TTL on `expires_at`):
                                  done (BOOL), claims (N), expires_at (N),
                                  digested (SS: handlers a digest carried it to)
     <event id>  handler#<name>   owner (S, who recorded it), expires_at (N)
+    <event id>  record           the delivery record (history.py; two GSIs)
     image#<region>#<image id>
                 image            facts (S, the image object as JSON), expires_at (N)
     expectation#<name>  state    started (N), last_seen (N), episode (N), told (SS),
@@ -75,11 +76,13 @@ from tenacity import (
 from amid.logs import get_logger
 from amid.store.base import (
     Claim,
+    EventRecord,
     ExpectationState,
     ExpectationSteps,
     LeaseLost,
     LedgerUnavailable,
 )
+from amid.store.dynamodb.history import BY_IMAGE, RECENT, DynamoHistory
 
 EVENT_SK = "event"
 HANDLER_PREFIX = "handler#"
@@ -231,7 +234,7 @@ def _string_set(item: Mapping[str, Any], name: str) -> frozenset[str]:
     return frozenset(attribute["SS"]) if attribute else frozenset()
 
 
-class DynamoStore(ExpectationSteps):
+class DynamoStore(DynamoHistory, ExpectationSteps):
     """The shared ledger for several replicas; `client` is an aiobotocore DynamoDB client.
 
     The client belongs to the caller (normally `AwsClients`), which closes it.
@@ -450,7 +453,13 @@ class DynamoStore(ExpectationSteps):
             }
         }
 
-    async def complete(self, event_id: str, owner: str, delivered: Collection[str] = ()) -> None:
+    async def complete(
+        self,
+        event_id: str,
+        owner: str,
+        delivered: Collection[str] = (),
+        record: EventRecord | None = None,
+    ) -> None:
         now = self._clock()
         condition, values = self._held_condition(now, owner)
         done = {
@@ -471,7 +480,7 @@ class DynamoStore(ExpectationSteps):
                 ":exp": _epoch(now + self._ttl),
             },
         }
-        if not delivered:
+        if not delivered and record is None:
             try:
                 await self._call("update_item", **done)
             except _ConditionFailed as refused:
@@ -480,6 +489,8 @@ class DynamoStore(ExpectationSteps):
         # The last handlers' records and the done mark succeed or fail together, in one
         # TransactWriteItems shared with the other completions of the next few ms.
         puts = [self._handler_put(event_id, h, owner, now) for h in delivered]
+        if record is not None:
+            puts.append({"Update": self._record_update(record, now)})
         loop = asyncio.get_running_loop()
         completion = _Completion(event_id, owner, [{"Update": done}, *puts], loop.create_future())
         self._completions.append(completion)
@@ -522,19 +533,27 @@ class DynamoStore(ExpectationSteps):
                 _settle(completion, None)
             return
 
-    async def release(self, event_id: str, owner: str) -> None:
+    async def release(self, event_id: str, owner: str, record: EventRecord | None = None) -> None:
+        free = {
+            "TableName": self._table,
+            "Key": self._key(event_id),
+            "UpdateExpression": "SET #lease = :zero REMOVE #owner",
+            "ConditionExpression": "#owner = :me",
+            "ExpressionAttributeNames": {"#owner": "owner", "#lease": "lease_until"},
+            "ExpressionAttributeValues": {":me": {"S": owner}, ":zero": _n(0)},
+        }
         try:
-            await self._call(
-                "update_item",
-                TableName=self._table,
-                Key=self._key(event_id),
-                UpdateExpression="SET #lease = :zero REMOVE #owner",
-                ConditionExpression="#owner = :me",
-                ExpressionAttributeNames={"#owner": "owner", "#lease": "lease_until"},
-                ExpressionAttributeValues={":me": {"S": owner}, ":zero": _n(0)},
-            )
+            if record is None:
+                await self._call("update_item", **free)
+            else:
+                history = self._record_update(record, self._clock())
+                await self._call(
+                    "transact_write_items",
+                    TransactItems=[{"Update": free}, {"Update": history}],
+                )
         except _ConditionFailed:
-            return
+            if record is not None:  # not ours any more; what this delivery did still happened
+                await self.record_event(record)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -715,6 +734,26 @@ def _expectation_from_item(name: str, item: Mapping[str, Any]) -> ExpectationSta
     )
 
 
+# The delivery record's indexes (history.py), as create_table and the CloudFormation
+# template declare them.
+HISTORY_ATTRIBUTES = [
+    {"AttributeName": "history_image", "AttributeType": "S"},
+    {"AttributeName": "history_day", "AttributeType": "S"},
+    {"AttributeName": "received", "AttributeType": "N"},
+]
+HISTORY_INDEXES = [
+    {
+        "IndexName": index,
+        "KeySchema": [
+            {"AttributeName": partition, "KeyType": "HASH"},
+            {"AttributeName": "received", "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": "ALL"},
+    }
+    for index, partition in ((BY_IMAGE, "history_image"), (RECENT, "history_day"))
+]
+
+
 async def create_table(client: Any, table: str) -> None:
     """Create the ledger table (pk/sk, on-demand) with TTL on `expires_at`; idempotent.
 
@@ -733,7 +772,9 @@ async def create_table(client: Any, table: str) -> None:
             AttributeDefinitions=[
                 {"AttributeName": "pk", "AttributeType": "S"},
                 {"AttributeName": "sk", "AttributeType": "S"},
+                *HISTORY_ATTRIBUTES,
             ],
+            GlobalSecondaryIndexes=HISTORY_INDEXES,
             BillingMode="PAY_PER_REQUEST",
         )
     except errors.ResourceInUseException:

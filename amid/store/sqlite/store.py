@@ -30,11 +30,13 @@ from typing import Any, TypeVar
 
 from amid.store.base import (
     Claim,
+    EventRecord,
     ExpectationState,
     ExpectationSteps,
     LeaseLost,
     LedgerUnavailable,
 )
+from amid.store.sqlite.history import HISTORY_SCHEMA, SqliteHistory, write_record
 
 _T = TypeVar("_T")
 
@@ -83,7 +85,7 @@ Body = Callable[[sqlite3.Connection, float], _T]
 _Outcome = tuple[bool, Any]
 
 
-class SqliteStore(ExpectationSteps):
+class SqliteStore(SqliteHistory, ExpectationSteps):
     def __init__(
         self,
         path: Path,
@@ -120,7 +122,7 @@ class SqliteStore(ExpectationSteps):
     def _connect(self) -> None:
         waiting = self._open_connection(self._busy_timeout)
         try:
-            waiting.executescript(_SCHEMA)
+            waiting.executescript(_SCHEMA + HISTORY_SCHEMA)
             inline = self._open_connection(0.0)
             # Checkpoints write the WAL back to the file: the worker does that, not the loop.
             inline.execute("PRAGMA wal_autocheckpoint=0")
@@ -267,6 +269,7 @@ class SqliteStore(ExpectationSteps):
             db.execute("DELETE FROM events WHERE expires_at <= ?", (now,))
             db.execute("DELETE FROM deliveries WHERE expires_at <= ?", (now,))
             db.execute("DELETE FROM images WHERE expires_at <= ?", (now,))
+            db.execute("DELETE FROM history WHERE expires_at <= ?", (now,))
         self._checkpoint()
 
     def _checkpoint(self) -> None:
@@ -332,7 +335,13 @@ class SqliteStore(ExpectationSteps):
 
         await self._transact(body)
 
-    async def complete(self, event_id: str, owner: str, delivered: Collection[str] = ()) -> None:
+    async def complete(
+        self,
+        event_id: str,
+        owner: str,
+        delivered: Collection[str] = (),
+        record: EventRecord | None = None,
+    ) -> None:
         def body(db: sqlite3.Connection, now: float) -> None:
             marked = db.execute(
                 # Only while held (see _holds); raising rolls the mark back with the rest.
@@ -343,15 +352,19 @@ class SqliteStore(ExpectationSteps):
             if marked.rowcount == 0:
                 raise LeaseLost(f"lease on {event_id} is no longer held by {owner}")
             _record_deliveries(db, [(event_id, handler, now + self._ttl) for handler in delivered])
+            if record is not None:
+                write_record(db, record, now, self._ttl)
 
         await self._transact(body)
 
-    async def release(self, event_id: str, owner: str) -> None:
+    async def release(self, event_id: str, owner: str, record: EventRecord | None = None) -> None:
         def body(db: sqlite3.Connection, now: float) -> None:
             db.execute(
                 "UPDATE events SET owner = NULL, lease_until = 0 WHERE event_id = ? AND owner = ?",
                 (event_id, owner),
             )
+            if record is not None:
+                write_record(db, record, now, self._ttl)
 
         await self._transact(body)
 
