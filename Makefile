@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 # Each creates .venv with pinned dependencies on first use.
-.PHONY: demo test lint check-deploy check-container bootstrap bench
+.PHONY: demo test lint check-deploy check-container chromium bootstrap bench
 
 bootstrap:
 	@scripts/bootstrap
@@ -8,7 +8,7 @@ bootstrap:
 demo: bootstrap
 	.venv/bin/amid demo
 
-test: bootstrap lint check-deploy check-container
+test: bootstrap lint check-deploy check-container chromium
 	.venv/bin/python -m pytest
 
 lint: bootstrap
@@ -19,6 +19,10 @@ lint: bootstrap
 # systemd-analyze, hadolint, cfn-lint and promtool over deploy/ (installs what is missing).
 check-deploy: bootstrap
 	scripts/check-deploy
+
+# Debian's chromium for the status page's browser tests (installs it when missing).
+chromium:
+	scripts/ensure-chromium
 
 # Builds the Dockerfile with podman and runs the image against moto (installs what is missing).
 check-container: bootstrap
