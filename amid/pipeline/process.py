@@ -214,13 +214,8 @@ class Pipeline:
         log: Any,
     ) -> Outcome:
         received = self._clock()
-        if claim.done:
+        if claim.done:  # the claim counted the copy on the event's record
             log.info("duplicate event; no handler called")
-            if self._history is not None:  # noted on the event's record: the one write here
-                with contextlib.suppress(LedgerUnavailable):
-                    await self._history.record_event(
-                        event_record(event, received=received, outcome="duplicate")
-                    )
             return Outcome("duplicate", delete=True, event=event)
         try:
             await self._tell_watcher(event, runtime)

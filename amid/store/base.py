@@ -44,7 +44,8 @@ class Ledger(Protocol):
     async def claim(self, event_id: str, owner: str, lease: float) -> Claim | None:
         """Hold `event_id` for `lease` seconds; None when another owner holds a live lease.
 
-        A `done` event is returned without being held: it is a duplicate.
+        A `done` event is returned without being held: it is a duplicate, and the copy is
+        counted on the event's delivery record (`EventRecord.duplicates`) when one is kept.
         """
         ...
 
@@ -367,12 +368,9 @@ class HistoryQuery:
 
 class History(Protocol):
     """The delivery record, kept for the ledger's TTL (the memory backend: a bounded
-    recent window). Raises LedgerUnavailable when the store cannot be read or written."""
-
-    async def record_event(self, record: EventRecord) -> None:
-        """Write `record` over the kept one (`EventRecord.merged`), outside a ledger write:
-        a duplicate copy, noted on the event's record."""
-        ...
+    recent window). Written by the ledger's own writes: `complete` and `release` carry
+    the record, and `claim` counts a duplicate copy on it. Raises LedgerUnavailable
+    when the store cannot be read."""
 
     async def events(self, query: HistoryQuery) -> list[EventRecord]:
         """The records `query` selects, newest first, at most `query.limit`."""

@@ -6,7 +6,7 @@ import copy
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from amid.store.base import (
@@ -41,13 +41,19 @@ class MemoryHistory:
     def __init__(self) -> None:
         self._history: OrderedDict[str, tuple[float, EventRecord]] = OrderedDict()
 
-    async def record_event(self, record: EventRecord) -> None:
+    def _write_record(self, record: EventRecord) -> None:
         now = self._clock()
         kept = self._history.pop(record.event_id, None)
         merged = kept[1].merged(record) if kept is not None and kept[0] > now else record
         self._history[record.event_id] = (now + self._ttl, merged)
         while len(self._history) > self.history_max:
             self._history.popitem(last=False)
+
+    def _note_duplicate(self, event_id: str) -> None:
+        kept = self._history.get(event_id)
+        if kept is not None:
+            until, record = kept
+            self._history[event_id] = (until, replace(record, duplicates=record.duplicates + 1))
 
     async def events(self, query: HistoryQuery) -> list[EventRecord]:
         now = self._clock()
@@ -84,6 +90,7 @@ class MemoryStore(MemoryHistory, ExpectationSteps):
             while len(self._records) > self._max_events:
                 self._records.popitem(last=False)
         if record.done:
+            self._note_duplicate(event_id)
             return Claim(frozenset(record.delivered), done=True)
         if record.owner not in (None, owner) and record.lease_until > now:
             return None
@@ -120,14 +127,14 @@ class MemoryStore(MemoryHistory, ExpectationSteps):
         kept.delivered.update(delivered)
         kept.done, kept.owner = True, None
         if record is not None:
-            await self.record_event(record)
+            self._write_record(record)
 
     async def release(self, event_id: str, owner: str, record: EventRecord | None = None) -> None:
         kept = self._records.get(event_id)
         if kept is not None and kept.owner == owner:
             kept.owner, kept.lease_until = None, 0.0
         if record is not None:
-            await self.record_event(record)
+            self._write_record(record)
 
     async def aclose(self) -> None:
         return None

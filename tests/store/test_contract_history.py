@@ -102,7 +102,8 @@ class TestWritten:
         self, store: Store, clock: FakeClock
     ) -> None:
         ledger = await opened(store)
-        await ledger.release("e1", "not-the-owner", record=record("e1", clock, outcome="retry"))
+        assert await ledger.claim("e1", "other", LEASE) is not None
+        await ledger.release("e1", "me", record=record("e1", clock, outcome="retry"))
         (kept,) = await ledger.events(HistoryQuery(event_id="e1"))
         assert kept.outcome == "retry"
 
@@ -116,24 +117,25 @@ class TestWritten:
             pass
         assert await ledger.events(HistoryQuery(event_id="e1")) == []
 
-    async def test_a_duplicate_is_counted_on_the_record(
+    async def test_a_claim_of_a_done_event_counts_the_copy_on_its_record(
         self, store: Store, clock: FakeClock
     ) -> None:
         ledger = await opened(store)
         kept = await handled(ledger, "e1", clock)
-        duplicate = replace(record("e1", clock, outcome="duplicate", handlers={}), duplicates=1)
-        await ledger.record_event(duplicate)
-        await ledger.record_event(duplicate)
+        for _ in range(2):
+            claim = await ledger.claim("e1", "another", LEASE)
+            assert claim is not None and claim.done
         (read,) = await ledger.events(HistoryQuery(event_id="e1"))
-        assert read == replace(kept, duplicates=2, updated=read.updated)
+        assert read == replace(kept, duplicates=2)
 
-    async def test_a_duplicate_of_an_unknown_event_is_recorded_as_one(
+    async def test_a_copy_of_an_event_with_no_record_leaves_none(
         self, store: Store, clock: FakeClock
     ) -> None:
         ledger = await opened(store)
-        await ledger.record_event(replace(record("e9", clock, outcome="duplicate"), duplicates=1))
-        (read,) = await ledger.events(HistoryQuery(event_id="e9"))
-        assert (read.outcome, read.duplicates) == ("duplicate", 1)
+        assert await ledger.claim("e1", "me", LEASE) is not None
+        await ledger.complete("e1", "me", delivered=["ops"])
+        assert await ledger.claim("e1", "me", LEASE) is not None
+        assert await ledger.events(HistoryQuery()) == []
 
 
 class TestRead:

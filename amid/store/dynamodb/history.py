@@ -165,7 +165,7 @@ def record_from_item(item: Mapping[str, Any]) -> EventRecord:
 
 class DynamoHistory:
     """`History` for `DynamoStore`: records are written by the ledger's writes (see
-    `complete`, `release`) or alone (`record_event`); read by Query only."""
+    `complete`, `release`) or alone (`_write_record`); read by Query only."""
 
     _table: str
     _ttl: float
@@ -177,8 +177,20 @@ class DynamoHistory:
     def _record_update(self, record: EventRecord, now: float) -> dict[str, Any]:
         return record_update(self._table, record, now, self._ttl)
 
-    async def record_event(self, record: EventRecord) -> None:
+    async def _write_record(self, record: EventRecord) -> None:
         await self._call("update_item", **self._record_update(record, self._clock()))
+
+    async def _note_duplicate(self, event_id: str) -> None:
+        """Count a copy of a done event on its record, when one is kept (a claim's part);
+        refused (no record) when none is."""
+        await self._call(
+            "update_item",
+            TableName=self._table,
+            Key={"pk": {"S": event_id}, "sk": {"S": RECORD_SK}},
+            UpdateExpression="ADD duplicates :one",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":one": {"N": "1"}},
+        )
 
     async def events(self, query: HistoryQuery) -> list[EventRecord]:
         now = self._clock()

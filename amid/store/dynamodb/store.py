@@ -55,6 +55,7 @@ table, denied access), the call raises LedgerUnavailable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import time
@@ -337,6 +338,8 @@ class DynamoStore(DynamoHistory, ExpectationSteps):
         event, delivered, now = await self._read(event_id)
         if event is not None and _number(event, TTL_ATTRIBUTE) > now:
             if _flag(event, "done"):
+                with contextlib.suppress(_ConditionFailed, LedgerUnavailable):
+                    await self._note_duplicate(event_id)  # a lost count never fails a claim
                 return Claim(delivered, done=True)
             holder = _string(event, "owner")
             if holder not in (None, owner) and _number(event, "lease_until") > now:
@@ -553,7 +556,7 @@ class DynamoStore(DynamoHistory, ExpectationSteps):
                 )
         except _ConditionFailed:
             if record is not None:  # not ours any more; what this delivery did still happened
-                await self.record_event(record)
+                await self._write_record(record)
 
     async def aclose(self) -> None:
         self._closed = True

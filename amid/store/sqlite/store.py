@@ -36,7 +36,13 @@ from amid.store.base import (
     LeaseLost,
     LedgerUnavailable,
 )
-from amid.store.sqlite.history import HISTORY_SCHEMA, SqliteHistory, write_record
+from amid.store.sqlite.history import (
+    HISTORY_SCHEMA,
+    SqliteHistory,
+    note_duplicate,
+    purge_history,
+    write_record,
+)
 
 _T = TypeVar("_T")
 
@@ -269,7 +275,7 @@ class SqliteStore(SqliteHistory, ExpectationSteps):
             db.execute("DELETE FROM events WHERE expires_at <= ?", (now,))
             db.execute("DELETE FROM deliveries WHERE expires_at <= ?", (now,))
             db.execute("DELETE FROM images WHERE expires_at <= ?", (now,))
-            db.execute("DELETE FROM history WHERE expires_at <= ?", (now,))
+            purge_history(db, now)
         self._checkpoint()
 
     def _checkpoint(self) -> None:
@@ -293,6 +299,7 @@ class SqliteStore(SqliteHistory, ExpectationSteps):
                 )
             )
             if row is not None and row[2]:
+                note_duplicate(db, event_id)
                 return Claim(delivered, done=True)
             if row is not None and row[0] not in (None, owner) and row[1] > now:
                 return None
