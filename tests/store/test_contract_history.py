@@ -200,3 +200,39 @@ async def test_memory_keeps_a_bounded_recent_window(clock: FakeClock) -> None:
         clock.advance(1)
     read = await memory.events(HistoryQuery(limit=10))
     assert [r.event_id for r in read] == ["e4", "e3", "e2"]
+
+
+async def test_create_table_adds_the_record_indexes_to_a_table_made_before_them(
+    moto_url: str,
+) -> None:
+    from aiobotocore.session import get_session
+
+    from amid.store.dynamodb import DynamoStore, create_table
+    from tests.conftest import REGION
+
+    async with get_session().create_client(
+        "dynamodb", region_name=REGION, endpoint_url=moto_url
+    ) as client:
+        await client.create_table(
+            TableName="amid-before-history",
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        await create_table(client, "amid-before-history")
+        table = (await client.describe_table(TableName="amid-before-history"))["Table"]
+        assert {i["IndexName"] for i in table["GlobalSecondaryIndexes"]} == {
+            "history-by-image",
+            "history-recent",
+        }
+        clock = FakeClock()
+        store = DynamoStore(client, "amid-before-history", ttl=TTL, clock=clock)
+        kept = await handled(cast(StoreProtocol, store), "e1", clock)
+        assert await store.events(HistoryQuery(image_id=IMAGE)) == [kept]
+        assert await store.events(HistoryQuery()) == [kept]

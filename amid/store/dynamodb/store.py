@@ -791,6 +791,7 @@ async def create_table(client: Any, table: str) -> None:
     keys = {(key["AttributeName"], key["KeyType"]) for key in description["KeySchema"]}
     if keys != {("pk", "HASH"), ("sk", "RANGE")}:
         raise ValueError(f"table {table} exists with key schema {sorted(keys)}; amid needs pk/sk")
+    await _add_history_indexes(client, table, description)
     ttl = (await client.describe_time_to_live(TableName=table))["TimeToLiveDescription"]
     if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
         if ttl.get("AttributeName") != TTL_ATTRIBUTE:
@@ -802,3 +803,26 @@ async def create_table(client: Any, table: str) -> None:
         TableName=table,
         TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
     )
+
+
+async def _add_history_indexes(client: Any, table: str, description: Mapping[str, Any]) -> None:
+    """A table made before the delivery record gets its indexes (one at a time, as
+    DynamoDB allows), and is waited for until they are active."""
+    present = {index["IndexName"] for index in description.get("GlobalSecondaryIndexes", [])}
+    for index in HISTORY_INDEXES:
+        if index["IndexName"] in present:
+            continue
+        await client.update_table(
+            TableName=table,
+            AttributeDefinitions=HISTORY_ATTRIBUTES,
+            GlobalSecondaryIndexUpdates=[{"Create": index}],
+        )
+        async with asyncio.timeout(_CREATE_TIMEOUT):
+            while True:
+                described = (await client.describe_table(TableName=table))["Table"]
+                statuses = [
+                    i.get("IndexStatus") for i in described.get("GlobalSecondaryIndexes", [])
+                ]
+                if described["TableStatus"] == "ACTIVE" and all(s == "ACTIVE" for s in statuses):
+                    break
+                await asyncio.sleep(1.0)
