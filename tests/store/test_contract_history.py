@@ -147,6 +147,16 @@ class TestRead:
         read = await ledger.events(HistoryQuery(limit=3))
         assert [r.event_id for r in read] == ["e4", "e3", "e2"]
 
+    async def test_newest_by_when_it_was_received_not_by_when_it_was_written(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        ledger = await opened(store)
+        await handled(ledger, "late", clock)
+        clock.advance(-100)  # received earlier, its delivery ended after the other's
+        await handled(ledger, "early", clock)
+        read = await ledger.events(HistoryQuery(limit=1))
+        assert [r.event_id for r in read] == ["late"]
+
     async def test_by_image(self, store: Store, clock: FakeClock) -> None:
         ledger = await opened(store)
         await handled(ledger, "e1", clock)

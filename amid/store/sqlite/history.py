@@ -2,8 +2,8 @@
 
 One row per event in `history`, keyed by the rowid of the event's row in the
 ledger's `events` table: the ledger made that row when it first claimed the
-event, so a record is an append at the end of the table (no index of random keys
-to maintain on the hot path) and rowid order is the order events first came in.
+event, so a record is an append at the end of the table, and so is its entry in
+the one index, on `received` (no index of random keys to keep on the hot path).
 The row holds `received`, `image_id` and `duplicates` as columns (the claim that
 finds an event done counts the copy with one UPDATE) and the rest as a compact
 JSON array. A first write is one INSERT; a later one (a retry) reads the kept row
@@ -11,7 +11,7 @@ and merges into it (`EventRecord.merged`), inside the same transaction as the
 ledger's write.
 
 Reads run on the worker thread's connection, never on the event loop: "the most
-recent N" walks the table backwards from its end; "by event" is the ledger's
+recent N" walks the `received` index backwards; "by event" is the ledger's
 primary key; "by image" and "by handler" filter along the same walk. Expired rows
 are purged with the ledger's, on the worker.
 """
@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS history (
     record     TEXT NOT NULL,
     expires_at REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS history_received ON history (received);
 """
 
 _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -115,7 +116,7 @@ def read_records(db: sqlite3.Connection, query: HistoryQuery, now: float) -> lis
         values.append(query.handler)
     # Only fixed fragments are joined; every value is a parameter.
     sql = "SELECT event_id, record, duplicates, image_id, received FROM history WHERE "
-    sql += " AND ".join(where) + " ORDER BY id DESC LIMIT ?"
+    sql += " AND ".join(where) + " ORDER BY received DESC, id DESC LIMIT ?"
     rows = db.execute(sql, (*values, query.limit))
     return select((_decode(*row) for row in rows), query)
 
