@@ -201,7 +201,7 @@ class Daemon:
                 enricher=self._enricher(config, aws, ledger, stack),
                 budget=config.queue.max_in_flight,
                 watcher=self._watcher,
-                history=ledger,
+                history=True,
             )
             self._batcher = pipeline.batcher
             await self._serve(config, source, ledger, pipeline, runtimes, resources)

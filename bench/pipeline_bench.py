@@ -36,7 +36,7 @@ from amid.logs import configure_logging
 from amid.metrics import Metrics
 from amid.pipeline.process import Pipeline, Runtime
 from amid.pipeline.routing import Router
-from amid.store.base import Ledger, Store
+from amid.store.base import Ledger
 from amid.store.memory import MemoryStore
 from amid.store.sqlite import SqliteStore
 from bench.common import burst_bodies, proc_sample
@@ -92,7 +92,7 @@ async def run_events(
         metrics=metrics,
         owner="bench",
         lease=60.0,
-        history=cast(Store, ledger) if history else None,
+        history=history,
     )
     current = runtime(config, metrics)
     outcomes: dict[str, int] = {}

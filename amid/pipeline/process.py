@@ -27,7 +27,7 @@ from amid.pipeline.deliver import DeliveryResult, deliver
 from amid.pipeline.enrich import NOT_ASKED, ImageLookup
 from amid.pipeline.record import event_record
 from amid.pipeline.routing import Router
-from amid.store.base import Claim, EventRecord, History, Ledger, LedgerUnavailable
+from amid.store.base import Claim, EventRecord, Ledger, LedgerUnavailable
 
 
 class Enricher(Protocol):
@@ -119,10 +119,10 @@ class Pipeline:
         watcher: Watcher | None = None,
         clock: Callable[[], float] = time.time,
         budget: int = 64,
-        history: History | None = None,
+        history: bool = False,
     ) -> None:
         """`budget` is how many messages may be in flight (`queue.max_in_flight`). With
-        `history` (the ledger's own store) each event's record rides on the ledger's writes."""
+        `history` each event's delivery record rides on the ledger's writes (SPEC 3h)."""
         self._ledger = ledger
         self._history = history
         self._watcher = watcher
@@ -241,7 +241,7 @@ class Pipeline:
         image = lookup.image if lookup.known else None
 
         def story(outcome: str, results: Any = ()) -> EventRecord | None:
-            if self._history is None:
+            if not self._history:
                 return None
             digests = [n for n in matched if runtime.handler_configs[n].digest is not None]
             return event_record(

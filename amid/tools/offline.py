@@ -179,7 +179,7 @@ async def replay(run: OfflineRun, bodies: Iterable[str], *, use_dedupe: bool) ->
         owner=f"replay:{uuid.uuid4().hex[:8]}",
         lease=run.config.queue.visibility_timeout,
         enricher=enricher,
-        history=ledger,
+        history=True,
     )
     # Bodies are handled one after another: a digest handler sends each at once.
     pipeline.batcher.drain()

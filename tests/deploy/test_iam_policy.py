@@ -626,6 +626,12 @@ class TestOperatorTools:
         ), "the tools published, enriched and used the ledger"
         assert _denied(grants("AmidPolicy"), audit.tools) == []
 
+    def test_amid_history_reads_the_record_with_amid_policy(self, audit: Audit) -> None:
+        assert "RECEIVED" in audit.tools_output and "-> hook" in audit.tools_output, (
+            audit.tools_output
+        )
+        assert "DedupeTable/index/history-by-image" in {n.resource for n in audit.tools}
+
 
 @pytest.mark.slow
 class TestDoctor:
