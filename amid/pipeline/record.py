@@ -1,7 +1,8 @@
 """The delivery record of one event (SPEC 3h), said once from what the pipeline knows: pure.
 
 `process` hands the record to the ledger's own write (`complete`, `release`), so it is
-kept in the same transaction as the deliveries it tells of.
+kept in the same transaction as the deliveries it tells of. Built once per event on the
+hot path, so it is built plainly.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ from amid.events import AmiStateChange
 from amid.pipeline.deliver import DeliveryResult
 from amid.store.base import EventRecord, HandlerRecord
 
+_NO_IMAGE = "the image could not be described"
+
 
 def handler_record(result: DeliveryResult, digest: bool) -> HandlerRecord:
     if result.silence is not None:
         return HandlerRecord("silenced", result.attempts, silence=result.silence)
     if result.delivered:
-        return HandlerRecord(
-            "digest" if digest else "delivered", result.attempts, None, result.reference
-        )
+        outcome = "digest" if digest else "delivered"
+        return HandlerRecord(outcome, result.attempts, None, result.reference)
     # HandlerError's text never holds a secret (its contract); the reason is the fallback.
     return HandlerRecord("failed", result.attempts, result.error or result.reason)
 
@@ -38,29 +40,33 @@ def event_record(
 ) -> EventRecord:
     """`digests` are the handlers that send digests; `waiting` those left for the image."""
     handlers = {r.handler: handler_record(r, r.handler in digests) for r in results}
-    for name in waiting:
-        handlers.setdefault(name, HandlerRecord("waiting", 0, "the image could not be described"))
-    if (
-        outcome == "handled"
-        and handlers
-        and all(h.outcome == "silenced" for h in handlers.values())
-    ):
-        outcome = "silenced"
-    tags = image.get("tags") if image else None
-    image_name = image.get("name") if image else None
+    for handler in waiting:
+        handlers.setdefault(
+            handler, HandlerRecord("waiting", 0, "the image could not be described")
+        )
+    if outcome == "handled" and handlers:
+        if all(h.outcome == "silenced" for h in handlers.values()):
+            outcome = "silenced"
+    name: str | None = None
+    tags: dict[str, str] | None = None
+    if image:
+        given_name, given_tags = image.get("name"), image.get("tags")
+        name = str(given_name) if given_name is not None else None
+        if isinstance(given_tags, Mapping):
+            tags = {str(k): str(v) for k, v in given_tags.items()}
     return EventRecord(
-        event_id=event.id,
-        image_id=event.image_id,
-        state=event.state,
-        account=event.account,
-        region=event.region,
-        time=event.time,
-        received=received,
-        outcome=outcome,
-        matched=tuple(sorted(matched)),
-        handlers=handlers,
-        image_name=str(image_name) if image_name is not None else None,
-        image_tags={str(k): str(v) for k, v in tags.items()} if isinstance(tags, dict) else None,
-        duplicates=1 if outcome == "duplicate" else 0,
-        updated=received,
+        event.id,
+        event.image_id,
+        event.state,
+        event.account,
+        event.region,
+        event.time,
+        received,
+        outcome,
+        tuple(sorted(matched)),
+        handlers,
+        name,
+        tags,
+        1 if outcome == "duplicate" else 0,
+        received,
     )
