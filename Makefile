@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 # Each creates .venv with pinned dependencies on first use.
-.PHONY: demo test lint check-deploy check-container bootstrap bench node-tools
+.PHONY: demo test lint check-deploy check-container chromium bootstrap bench node-tools
 
 bootstrap:
 	@scripts/bootstrap
@@ -8,7 +8,7 @@ bootstrap:
 demo: bootstrap
 	.venv/bin/amid demo
 
-test: bootstrap node-tools lint check-deploy check-container
+test: bootstrap node-tools chromium lint check-deploy check-container
 	.venv/bin/python -m pytest
 
 lint: bootstrap
@@ -23,6 +23,10 @@ node-tools:
 # systemd-analyze, hadolint, cfn-lint, promtool and checkov over deploy/ (installs what is missing).
 check-deploy: bootstrap
 	scripts/check-deploy
+
+# Debian's chromium for the status page's browser tests (installs it when missing).
+chromium:
+	scripts/ensure-chromium
 
 # Builds the Dockerfile with podman and runs the image against moto (installs what is missing).
 check-container: bootstrap

@@ -108,6 +108,15 @@ def _parser() -> argparse.ArgumentParser:
         )
     )
     _silence_parser(commands, with_config)
+    history = with_config(
+        commands.add_parser("history", help="what amid did with each event, newest first")
+    )
+    history.add_argument("--image-id", metavar="ID", help="only this image's events")
+    history.add_argument("--event-id", metavar="ID", help="only this event")
+    history.add_argument("--handler", metavar="NAME", help="only events that matched this handler")
+    history.add_argument("--since", metavar="D", help="received within this duration (2h, 7d)")
+    history.add_argument("--limit", metavar="N", help="at most N events (default 50)")
+    history.add_argument("--json", action="store_true", help="one JSON object per line")
     dedupe = commands.add_parser("dedupe", help="dedupe store helpers")
     dedupe_commands = dedupe.add_subparsers(dest="dedupe_command", required=True)
     with_config(dedupe_commands.add_parser("create-table", help="create the DynamoDB table"))
@@ -194,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _expectations(config)
     if args.command == "silence":
         return _silence(config, args)
+    if args.command == "history":
+        return asyncio.run(_history(config, args))
     if args.command == "dedupe":
         return asyncio.run(_create_table(config))
     if args.command == "images":
@@ -434,6 +445,48 @@ async def _silence_in_store(
     except ValueError as error:  # the new id was taken (a 1 in 2^48 chance): run it again
         print(f"silence add: {error}", file=sys.stderr)
         return EXIT_FAILED
+    return EXIT_OK
+
+
+async def _history(config: Config, args: argparse.Namespace) -> int:
+    import time
+
+    from amid.aws import AwsClients
+    from amid.history import QueryError, find, query_of
+    from amid.store import LedgerUnavailable, open_store
+    from amid.tools.history import json_lines, lines
+
+    if config.dedupe.backend == "memory":
+        print(
+            "dedupe.backend is memory: the record lives only inside the running amid "
+            "(see its status page, metrics.ui), so there is nothing to read here",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        query = query_of(
+            now=time.time(),
+            image_id=args.image_id,
+            event_id=args.event_id,
+            handler=args.handler,
+            since=args.since,
+            limit=args.limit,
+        )
+    except QueryError as error:
+        print(f"amid history: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        async with AwsClients() as aws:
+            store = await open_store(config.dedupe, aws, config.queue.resolved_region)
+            try:
+                found = await find(store, query)
+            finally:
+                await store.aclose()
+    except LedgerUnavailable as error:
+        print(f"dedupe: cannot read the {config.dedupe.backend} store: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    for line in json_lines(found) if args.json else lines(found):
+        print(line)
     return EXIT_OK
 
 

@@ -167,6 +167,9 @@ class EnrichConfig(_Model):
 class MetricsConfig(_Model):
     listen: str = "0.0.0.0:9102"
     queue_depth_interval: Duration = Field(default=60.0, ge=0)
+    # The status page and /api/v1/events (SPEC 3h): off, as they show account ids, image
+    # names and tags; turn on only where the listener is private.
+    ui: bool = False
 
     @field_validator("listen")
     @classmethod

@@ -37,6 +37,7 @@ from amid.silences import Silences
 from amid.silences.refresh import RunTimeSilences
 from amid.store import Ledger, LedgerUnavailable, Store, open_store
 from amid.web.health import Health, HealthServer
+from amid.web.status import StatusPage
 
 
 class StartupError(Exception):
@@ -164,6 +165,7 @@ class Daemon:
         self._batcher: Batcher | None = None
         self._watcher: Watcher | None = None
         self._silences: RunTimeSilences | None = None
+        self.status: StatusPage | None = None  # the page (metrics.ui); its `silences` hook
 
     def request_reload(self) -> None:
         """What SIGHUP does: reload the config file at the next chance."""
@@ -184,8 +186,11 @@ class Daemon:
             runtimes = _Runtimes(self._build_runtime(config, resources))
             stack.push_async_callback(runtimes.aclose)
             source = await stack.enter_async_context(SqsSource(sqs, config.queue, self.metrics))
+            self.status = StatusPage(ledger, lambda: self.config) if config.metrics.ui else None
             server = await stack.enter_async_context(
-                HealthServer(self.health, self.metrics, config.metrics.host, config.metrics.port)
+                HealthServer(
+                    self.health, self.metrics, config.metrics.host, config.metrics.port, self.status
+                )
             )
             self.metrics_port = server.port
             self._watcher = Watcher(
@@ -201,6 +206,7 @@ class Daemon:
                 budget=config.queue.max_in_flight,
                 watcher=self._watcher,
                 silences=self._silences,
+                history=True,
             )
             self._batcher = pipeline.batcher
             await self._serve(config, source, ledger, pipeline, runtimes, resources)

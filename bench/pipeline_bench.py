@@ -4,11 +4,14 @@
     python -m bench.pipeline_bench growth --events 100000  # RSS after 1k ... 100k events (sqlite)
     python -m bench.pipeline_bench cost --profile out.html # the same under pyinstrument
     python -m bench.pipeline_bench dynamodb --events 1000  # DynamoDB requests per event (moto)
+    python -m bench.pipeline_bench history --events 5000   # events/s with the record on / off
 
 Each message goes through the daemon's own `Pipeline.process`: decode, dedupe (claim,
 record, complete in the ledger), route, and one handler whose `send` renders the real
 webhook request (`WebhookHandler.render`) and posts nothing. 20% of the messages are
-duplicate copies, as in the burst. Logging is configured as `amid run` configures it (JSON
+duplicate copies, as in the burst. The delivery record (SPEC 3h) is written as the daemon
+writes it; `history` measures what that costs (sqlite, 10 at once, rounds of off and on
+interleaved, each on a fresh file). Logging is configured as `amid run` configures it (JSON
 at info), written to /dev/null. Prints one JSON document.
 """
 
@@ -78,11 +81,19 @@ async def run_events(
     bodies: list[str],
     on_progress: Callable[[int], None] | None = None,
     batch: int = 1,
+    history: bool = True,
 ) -> dict[str, Any]:
-    """`bodies` through `Pipeline.process`, `batch` at once (10: one receive's worth)."""
+    """`bodies` through `Pipeline.process`, `batch` at once (10: one receive's worth);
+    `history` writes the delivery record, as the daemon does."""
     config = parse_config(CONFIG, env={})
     metrics = Metrics()
-    pipeline = Pipeline(ledger=ledger, metrics=metrics, owner="bench", lease=60.0)
+    pipeline = Pipeline(
+        ledger=ledger,
+        metrics=metrics,
+        owner="bench",
+        lease=60.0,
+        history=history,
+    )
     current = runtime(config, metrics)
     outcomes: dict[str, int] = {}
     wall, cpu = time.perf_counter(), time.process_time()
@@ -123,6 +134,39 @@ async def cost(events: int, directory: Path) -> dict[str, Any]:
     finally:
         await batched.aclose()
     return results
+
+
+async def history(events: int, directory: Path, rounds: int = 11) -> dict[str, Any]:
+    """events/s of the sqlite pipeline (10 at once, as the daemon) with the delivery record
+    off and on, in interleaved rounds (the order alternates, each run on a fresh file): each
+    round's on/off ratio compares two runs a moment apart, so the drift of a shared machine
+    falls on both; the median of those ratios is the record's cost, in events per wall
+    second and per CPU second (the steadier one on a shared machine)."""
+    bodies = burst_bodies(events, 0.2, seed=7)
+    await run_events(MemoryStore(3600.0), bodies[: min(500, events)])  # warm caches
+    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    for round_ in range(rounds):
+        for kind in ("off", "on") if round_ % 2 == 0 else ("on", "off"):
+            path = directory / f"history-{round_}-{kind}.sqlite3"
+            store = await SqliteStore.open(path, 7 * 86400.0)
+            try:
+                runs[kind].append(await run_events(store, bodies, batch=10, history=kind == "on"))
+            finally:
+                await store.aclose()
+
+    def median(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+
+    def rates(kind: str, key: str) -> list[float]:
+        return [1e6 / run[key] for run in runs[kind]]
+
+    result: dict[str, Any] = {"events": events, "rounds": rounds}
+    for measure, key in (("wall", "wall_us_per_event"), ("cpu", "cpu_us_per_event")):
+        off, on = rates("off", key), rates("on", key)
+        result[f"{measure}_events_per_s_off"] = median(off)
+        result[f"{measure}_events_per_s_on"] = median(on)
+        result[f"{measure}_on_over_off"] = median([b / a for a, b in zip(off, on, strict=True)])
+    return result
 
 
 async def growth(events: int, directory: Path) -> dict[str, Any]:
@@ -195,14 +239,16 @@ def _moto_requests(log: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["cost", "growth", "dynamodb"])
+    parser.add_argument("mode", choices=["cost", "growth", "dynamodb", "history"])
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--profile", type=Path, help="write a pyinstrument HTML profile here")
     args = parser.parse_args()
     with open("/dev/null", "w") as sink, contextlib.redirect_stdout(sink):
         configure_logging("info", "json")
         with tempfile.TemporaryDirectory() as tmp:
-            job = {"cost": cost, "growth": growth, "dynamodb": dynamodb}[args.mode]
+            job = {"cost": cost, "growth": growth, "dynamodb": dynamodb, "history": history}[
+                args.mode
+            ]
             if args.profile is None:
                 result = asyncio.run(job(args.events, Path(tmp)))
             else:

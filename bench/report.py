@@ -197,6 +197,14 @@ def tables(
         f" µs/event (wall; CPU) | {fmt(s.get('pipeline_sqlite_batched_wall_us_per_event', {}))};"
         f" {fmt(s.get('pipeline_sqlite_batched_cpu_us_per_event', {}))} |",
     ]
+    history = s.get("pipeline_history") or {}
+    if history:
+        lines.append(
+            "| the delivery record's cost (SPEC 3h): sqlite, 10 at once, events/s with it on /"
+            " off, median of {} interleaved rounds (wall; CPU) | {:.2f}; {:.2f} |".format(
+                history["rounds"], history["wall_on_over_off"], history["cpu_on_over_off"]
+            )
+        )
     growth = s.get("pipeline_growth_rss_mib") or {}
     if growth:
         marks = sorted(growth, key=int)

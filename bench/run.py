@@ -522,6 +522,7 @@ class Bench:
             ("cost", plan.cost_events),
             ("growth", plan.growth_events),
             ("dynamodb", dynamodb_events),
+            ("history", min(plan.cost_events, 2000)),  # the record's cost: rounds on / off
         ):
             for _ in range(self.plan.repeats if mode == "cost" else 1):
                 command = [PYTHON, "-m", "bench.pipeline_bench", mode, "--events", str(events)]
@@ -615,6 +616,7 @@ def summarize(
     growth = runs.get("pipeline:growth", [{}])[0]
     summary["pipeline_growth_rss_mib"] = growth.get("rss_mib", {})
     summary["dynamodb_requests"] = runs.get("pipeline:dynamodb", [{}])[0]
+    summary["pipeline_history"] = runs.get("pipeline:history", [{}])[0]
     return summary
 
 

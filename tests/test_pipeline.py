@@ -12,6 +12,7 @@ from amid.handlers.base import Notification
 from amid.metrics import Metrics
 from amid.pipeline.process import Pipeline, Runtime
 from amid.pipeline.routing import Router
+from amid.store.base import EventRecord
 from amid.store.memory import MemoryStore
 from amid.tools.offline import synthetic_event
 
@@ -27,9 +28,15 @@ class SpyLedger(MemoryStore):
         self.writes.append(("record", (handler,)))
         await super().record_delivery(event_id, handler, owner)
 
-    async def complete(self, event_id: str, owner: str, delivered: Collection[str] = ()) -> None:
+    async def complete(
+        self,
+        event_id: str,
+        owner: str,
+        delivered: Collection[str] = (),
+        record: EventRecord | None = None,
+    ) -> None:
         self.writes.append(("complete", tuple(delivered)))
-        await super().complete(event_id, owner, delivered)
+        await super().complete(event_id, owner, delivered, record)
 
 
 class GatedHandler:

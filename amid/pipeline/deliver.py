@@ -34,6 +34,7 @@ class DeliveryResult:
     retry_after: float | None = None  # what the destination asked for on the last try
     reference: str | None = None  # the destination's reference (Handler.send), for the record
     silence: str | None = None  # held by this silence (its name or id): not sent, owed nothing
+    error: str | None = None  # the last HandlerError's text (never a secret), for the record
 
 
 def _retry_worthwhile(error: BaseException) -> bool:
@@ -144,7 +145,13 @@ async def deliver(
             error=str(error),
         )
         return DeliveryResult(
-            handler.name, False, attempts, error.reason, error.retryable, error.retry_after
+            handler.name,
+            False,
+            attempts,
+            error.reason,
+            error.retryable,
+            error.retry_after,
+            error=str(error),
         )
     metrics.notifications.labels(handler.name, "delivered").inc(events)
     # "event handled" says it at info; below the configured level this call does nothing.

@@ -25,10 +25,11 @@ from amid.pipeline.batch import Batcher, Target
 from amid.pipeline.decode import DecodeError, decode
 from amid.pipeline.deliver import DeliveryResult, deliver
 from amid.pipeline.enrich import NOT_ASKED, ImageLookup
+from amid.pipeline.record import event_record
 from amid.pipeline.routing import Router
 from amid.silences import Hold, Silences, hold
 from amid.silences.refresh import RunTimeSilences
-from amid.store.base import Claim, Ledger, LedgerUnavailable
+from amid.store.base import Claim, EventRecord, Ledger, LedgerUnavailable
 
 
 class Enricher(Protocol):
@@ -122,9 +123,12 @@ class Pipeline:
         silences: RunTimeSilences | None = None,
         clock: Callable[[], float] = time.time,
         budget: int = 64,
+        history: bool = False,
     ) -> None:
-        """`budget` is how many messages may be in flight (`queue.max_in_flight`)."""
+        """`budget` is how many messages may be in flight (`queue.max_in_flight`). With
+        `history` each event's delivery record rides on the ledger's writes (SPEC 3h)."""
         self._ledger = ledger
+        self._history = history
         self._watcher = watcher
         self._silences = silences
         self._metrics = metrics
@@ -214,7 +218,8 @@ class Pipeline:
         retry_delay: float,
         log: Any,
     ) -> Outcome:
-        if claim.done:
+        received = self._clock()
+        if claim.done:  # the claim counted the copy on the event's record
             log.info("duplicate event; no handler called")
             return Outcome("duplicate", delete=True, event=event)
         try:
@@ -240,11 +245,29 @@ class Pipeline:
                 handlers=waiting,
                 lookup=lookup.outcome,
             )
+        image = lookup.image if lookup.known else None
+
+        def story(outcome: str, results: Any = ()) -> EventRecord | None:
+            if not self._history:
+                return None
+            digests = [n for n in matched if runtime.handler_configs[n].digest is not None]
+            return event_record(
+                event,
+                received=received,
+                outcome=outcome,
+                matched=matched,
+                results=results,
+                digests=digests,
+                waiting=waiting,
+                image=image,
+            )
+
         if not pending and not held.held and waiting:
-            return await self._left_for_image(event, retry_delay, log)
+            return await self._left_for_image(event, retry_delay, log, story("retry"))
         if not pending and not held.held:
             with contextlib.suppress(LedgerUnavailable):
-                await self._ledger.complete(event.id, self._owner)
+                outcome = "duplicate" if matched else "handled"
+                await self._ledger.complete(event.id, self._owner, record=story(outcome))
             if not matched:
                 log.info("no handler matches the event")
                 return Outcome("handled", delete=True, event=event)
@@ -263,7 +286,9 @@ class Pipeline:
             try:
                 # The last success is recorded together with the done mark: one ledger write.
                 unrecorded = [r.handler for r in results if not batch.is_recorded(r.handler)]
-                await self._ledger.complete(event.id, self._owner, delivered=unrecorded)
+                await self._ledger.complete(
+                    event.id, self._owner, delivered=unrecorded, record=story("handled", results)
+                )
             except LedgerUnavailable as error:
                 return self._ledger_down(log, "complete", error, event, retry_delay)
             self._observe_lag(event)
@@ -275,7 +300,7 @@ class Pipeline:
             for result in results
         ]
         with contextlib.suppress(LedgerUnavailable):
-            await self._ledger.release(event.id, self._owner)
+            await self._ledger.release(event.id, self._owner, record=story("retry", results))
         failed = [result.handler for result in results if not result.delivered]
         # A destination's Retry-After holds across redeliveries too: never come back sooner.
         asked = [r.retry_after for r in results if not r.delivered and r.retry_after is not None]
@@ -324,9 +349,11 @@ class Pipeline:
             return NOT_ASKED
         return await self._enricher.lookup(event.image_id, event.region, event.account)
 
-    async def _left_for_image(self, event: AmiStateChange, retry_delay: float, log: Any) -> Outcome:
+    async def _left_for_image(
+        self, event: AmiStateChange, retry_delay: float, log: Any, record: EventRecord | None
+    ) -> Outcome:
         with contextlib.suppress(LedgerUnavailable):
-            await self._ledger.release(event.id, self._owner)
+            await self._ledger.release(event.id, self._owner, record=record)
         log.warning("event left for redelivery", delay=retry_delay)
         return Outcome(
             "retry", delete=False, delay=retry_delay, event=event, reason="enrich_unavailable"

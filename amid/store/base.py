@@ -6,6 +6,8 @@
   event, and the overdue episode: which handlers have been told.
 - `SilenceStore`: the silences added at run time (`amid silence add`), read by every replica.
 - `ConversationStore`: per (handler, key), the Slack conversation it keeps (SPEC 3d).
+- `History`: what amid did with each event (SPEC 3h), written with the ledger's own
+  writes (`complete` and `release` carry the event's `EventRecord`).
 
 `Store` is all of them at once: every backend (memory, sqlite, dynamodb)
 implements every kind, so one `dedupe` section configures where amid keeps
@@ -14,8 +16,8 @@ everything, and replicas sharing a dynamodb table share all of it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 
@@ -44,7 +46,8 @@ class Ledger(Protocol):
     async def claim(self, event_id: str, owner: str, lease: float) -> Claim | None:
         """Hold `event_id` for `lease` seconds; None when another owner holds a live lease.
 
-        A `done` event is returned without being held: it is a duplicate.
+        A `done` event is returned without being held: it is a duplicate, and the copy is
+        counted on the event's delivery record (`EventRecord.duplicates`) when one is kept.
         """
         ...
 
@@ -61,13 +64,21 @@ class Ledger(Protocol):
         """
         ...
 
-    async def complete(self, event_id: str, owner: str, delivered: Collection[str] = ()) -> None:
+    async def complete(
+        self,
+        event_id: str,
+        owner: str,
+        delivered: Collection[str] = (),
+        record: EventRecord | None = None,
+    ) -> None:
         """Every matching handler succeeded: record `delivered` (the handlers not recorded yet),
-        mark the event done and drop the lease, in one step; LeaseLost when not held."""
+        mark the event done and drop the lease, in one step; LeaseLost when not held.
+        `record` (the history) is written in the same step."""
         ...
 
-    async def release(self, event_id: str, owner: str) -> None:
-        """Drop the lease without completing (a handler failed, or shutdown)."""
+    async def release(self, event_id: str, owner: str, record: EventRecord | None = None) -> None:
+        """Drop the lease without completing (a handler failed, or shutdown); `record`, when
+        given, is written with it (also when the lease was no longer held)."""
         ...
 
     async def record_digest(self, handler: str, event_ids: Sequence[str], owner: str) -> None:
@@ -405,5 +416,164 @@ class ConversationStore(Protocol):
         ...
 
 
-class Store(Ledger, ImageMemory, ExpectationStore, SilenceStore, ConversationStore, Protocol):
+HandlerOutcome = Literal["delivered", "failed", "silenced", "digest", "waiting"]
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerRecord:
+    """What became of one event for one handler, over every delivery so far."""
+
+    outcome: str  # HandlerOutcome
+    attempts: int = 0  # summed over deliveries
+    error: str | None = None  # the last error (HandlerError text: never a secret)
+    reference: str | None = None  # the destination's (SNS MessageId, Slack channel/ts, ...)
+    silence: str | None = None  # the silence that held it
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """The delivery record of one event (SPEC 3h). Times are epoch seconds, except `time`,
+    the event's own RFC 3339 time. `handlers` holds the handlers this write knows of; a
+    later write merges into the kept record (see `merged`)."""
+
+    event_id: str
+    image_id: str
+    state: str
+    account: str
+    region: str
+    time: str
+    received: float
+    outcome: str  # handled | duplicate | silenced | retry
+    matched: tuple[str, ...] = ()
+    handlers: Mapping[str, HandlerRecord] = field(default_factory=dict)
+    image_name: str | None = None
+    image_tags: Mapping[str, str] | None = None
+    duplicates: int = 0  # copies that came again after it was handled
+    updated: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        """JSON-able, for a backend to keep (see `from_json`)."""
+        return {
+            "event_id": self.event_id,
+            "image_id": self.image_id,
+            "state": self.state,
+            "account": self.account,
+            "region": self.region,
+            "time": self.time,
+            "received": self.received,
+            "outcome": self.outcome,
+            "duplicates": self.duplicates,
+            "image_name": self.image_name,
+            "image_tags": dict(self.image_tags) if self.image_tags is not None else None,
+            "matched": list(self.matched),
+            "handlers": {
+                name: {
+                    "outcome": entry.outcome,
+                    "attempts": entry.attempts,
+                    "error": entry.error,
+                    "reference": entry.reference,
+                    "silence": entry.silence,
+                }
+                for name, entry in sorted(self.handlers.items())
+            },
+            "updated": self.updated,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> EventRecord:
+        handlers = {
+            str(name): HandlerRecord(
+                outcome=str(entry["outcome"]),
+                attempts=int(entry.get("attempts") or 0),
+                error=entry.get("error"),
+                reference=entry.get("reference"),
+                silence=entry.get("silence"),
+            )
+            for name, entry in (data.get("handlers") or {}).items()
+        }
+        tags = data.get("image_tags")
+        return cls(
+            event_id=str(data["event_id"]),
+            image_id=str(data.get("image_id") or ""),
+            state=str(data.get("state") or ""),
+            account=str(data.get("account") or ""),
+            region=str(data.get("region") or ""),
+            time=str(data.get("time") or ""),
+            received=float(data.get("received") or 0.0),
+            outcome=str(data.get("outcome") or ""),
+            matched=tuple(data.get("matched") or ()),
+            handlers=handlers,
+            image_name=data.get("image_name"),
+            image_tags={str(k): str(v) for k, v in tags.items()} if tags is not None else None,
+            duplicates=int(data.get("duplicates") or 0),
+            updated=float(data.get("updated") or 0.0),
+        )
+
+    def merged(self, newer: EventRecord) -> EventRecord:
+        """`newer` written over this kept record, as every backend does it: the first
+        `received` stays; a duplicate only counts; handlers are merged name by name
+        (attempts add up); the image's facts are kept when the newer write lacks them."""
+        if newer.outcome == "duplicate":
+            return replace(
+                self,
+                duplicates=self.duplicates + max(newer.duplicates, 1),
+                updated=max(self.updated, newer.updated),
+            )
+        handlers = dict(self.handlers)
+        for name, entry in newer.handlers.items():
+            old = handlers.get(name)
+            handlers[name] = (
+                entry if old is None else replace(entry, attempts=old.attempts + entry.attempts)
+            )
+        return replace(
+            newer,
+            received=self.received,
+            matched=tuple(sorted({*self.matched, *newer.matched})),
+            handlers=handlers,
+            image_name=newer.image_name if newer.image_name is not None else self.image_name,
+            image_tags=newer.image_tags if newer.image_tags is not None else self.image_tags,
+            duplicates=self.duplicates + newer.duplicates,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """Which records to read: all filters apply together; newest (by `received`) first."""
+
+    image_id: str | None = None
+    event_id: str | None = None
+    handler: str | None = None  # events that matched this handler
+    since: float | None = None  # epoch seconds: received at or after
+    limit: int = 50
+
+
+class History(Protocol):
+    """The delivery record, kept for the ledger's TTL (the memory backend: a bounded
+    recent window). Written by the ledger's own writes: `complete` and `release` carry
+    the record, and `claim` counts a duplicate copy on it. Raises LedgerUnavailable
+    when the store cannot be read."""
+
+    async def events(self, query: HistoryQuery) -> list[EventRecord]:
+        """The records `query` selects, newest first, at most `query.limit`."""
+        ...
+
+
+def select(records: Iterable[EventRecord], query: HistoryQuery) -> list[EventRecord]:
+    """`query` over records in memory, newest first: the memory backend's read, and every
+    backend's final filter."""
+    chosen = [
+        record
+        for record in records
+        if (query.image_id is None or record.image_id == query.image_id)
+        and (query.event_id is None or record.event_id == query.event_id)
+        and (query.handler is None or query.handler in record.matched)
+        and (query.since is None or record.received >= query.since)
+    ]
+    chosen.sort(key=lambda record: (record.received, record.event_id), reverse=True)
+    return chosen[: query.limit]
+
+
+class Store(
+    Ledger, ImageMemory, ExpectationStore, SilenceStore, ConversationStore, History, Protocol
+):
     """Every kind of state amid keeps, in one backend."""

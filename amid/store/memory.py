@@ -14,11 +14,14 @@ from amid.store.base import (
     Claim,
     Conversation,
     ConversationStep,
+    EventRecord,
     ExpectationState,
     ExpectationStep,
     ExpectationSteps,
+    HistoryQuery,
     LeaseLost,
     SilenceRecord,
+    select,
 )
 
 
@@ -31,12 +34,43 @@ class _Record:
     delivered: set[str] = field(default_factory=set)
 
 
-class MemoryStore(ExpectationSteps):
+class MemoryHistory:
+    """The delivery record of the most recent `history_max` events, for `ttl` seconds: what
+    the status page shows when nothing outlives the process."""
+
+    _ttl: float
+    _clock: Callable[[], float]
+    history_max = 1000
+
+    def __init__(self) -> None:
+        self._history: OrderedDict[str, tuple[float, EventRecord]] = OrderedDict()
+
+    def _write_record(self, record: EventRecord) -> None:
+        now = self._clock()
+        kept = self._history.pop(record.event_id, None)
+        merged = kept[1].merged(record) if kept is not None and kept[0] > now else record
+        self._history[record.event_id] = (now + self._ttl, merged)
+        while len(self._history) > self.history_max:
+            self._history.popitem(last=False)
+
+    def _note_duplicate(self, event_id: str) -> None:
+        kept = self._history.get(event_id)
+        if kept is not None:
+            until, record = kept
+            self._history[event_id] = (until, replace(record, duplicates=record.duplicates + 1))
+
+    async def events(self, query: HistoryQuery) -> list[EventRecord]:
+        now = self._clock()
+        return select((record for until, record in self._history.values() if until > now), query)
+
+
+class MemoryStore(MemoryHistory, ExpectationSteps):
     """Keeps at most `max_events` events (oldest dropped first) for `ttl` seconds."""
 
     def __init__(
         self, ttl: float, max_events: int = 100_000, clock: Callable[[], float] = time.time
     ) -> None:
+        super().__init__()
         self._ttl = ttl
         self._max_events = max_events
         self._clock = clock
@@ -64,6 +98,7 @@ class MemoryStore(ExpectationSteps):
             while len(self._records) > self._max_events:
                 self._records.popitem(last=False)
         if record.done:
+            self._note_duplicate(event_id)
             return Claim(frozenset(record.delivered), done=True)
         if record.owner not in (None, owner) and record.lease_until > now:
             return None
@@ -89,15 +124,25 @@ class MemoryStore(ExpectationSteps):
     async def record_delivery(self, event_id: str, handler: str, owner: str) -> None:
         self._held(event_id, owner).delivered.add(handler)
 
-    async def complete(self, event_id: str, owner: str, delivered: Collection[str] = ()) -> None:
-        record = self._held(event_id, owner)
-        record.delivered.update(delivered)
-        record.done, record.owner = True, None
+    async def complete(
+        self,
+        event_id: str,
+        owner: str,
+        delivered: Collection[str] = (),
+        record: EventRecord | None = None,
+    ) -> None:
+        kept = self._held(event_id, owner)
+        kept.delivered.update(delivered)
+        kept.done, kept.owner = True, None
+        if record is not None:
+            self._write_record(record)
 
-    async def release(self, event_id: str, owner: str) -> None:
-        record = self._records.get(event_id)
-        if record is not None and record.owner == owner:
-            record.owner, record.lease_until = None, 0.0
+    async def release(self, event_id: str, owner: str, record: EventRecord | None = None) -> None:
+        kept = self._records.get(event_id)
+        if kept is not None and kept.owner == owner:
+            kept.owner, kept.lease_until = None, 0.0
+        if record is not None:
+            self._write_record(record)
 
     async def aclose(self) -> None:
         return None

@@ -200,6 +200,7 @@ async def replay(run: OfflineRun, bodies: Iterable[str], *, use_dedupe: bool) ->
         lease=run.config.queue.visibility_timeout,
         enricher=enricher,
         silences=silences,
+        history=True,
     )
     # Bodies are handled one after another: a digest handler sends each at once.
     pipeline.batcher.drain()

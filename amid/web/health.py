@@ -1,4 +1,5 @@
-"""The HTTP endpoint: /metrics (Prometheus text), /healthz (alive), /readyz (receiving)."""
+"""The HTTP endpoint: /metrics (Prometheus text), /healthz (alive), /readyz (receiving);
+with `metrics.ui` also the status page and its API (status.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from amid.metrics import Metrics
+from amid.web.status import StatusPage
 
 
 class Health:
@@ -40,8 +42,16 @@ class Health:
 
 
 class HealthServer:
-    def __init__(self, health: Health, metrics: Metrics, host: str, port: int) -> None:
+    def __init__(
+        self,
+        health: Health,
+        metrics: Metrics,
+        host: str,
+        port: int,
+        status: StatusPage | None = None,
+    ) -> None:
         self._health = health
+        self._status = status  # None (metrics.ui off): `/` and the API are not served
         self._metrics = metrics
         self._host, self._port = host, port
         self._runner: web.AppRunner | None = None
@@ -52,6 +62,8 @@ class HealthServer:
         app.router.add_get("/metrics", self._serve_metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        if self._status is not None:
+            self._status.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)

@@ -54,7 +54,7 @@ from tests.deploy.organisation import CENTRAL_TEMPLATE, MEMBER_TEMPLATE, SINGLE_
 from tests.deploy.test_deploy_checks import TEMPLATE as _TEMPLATE_PATH
 from tests.deploy.test_deploy_checks import _deploy, _resolve, _template
 from tests.helpers import event_body, hook_handler, records
-from tests.moto_server import MotoServer
+from tests.moto_server import MotoServer, free_port
 
 REGION = "us-east-1"
 AMID_AGENT = f"amid/{__version__}"
@@ -197,7 +197,16 @@ def _resource_id(node: Any, parameters: dict[str, str]) -> str:
         return str(node["Ref"])
     if isinstance(node, dict) and isinstance(node.get("Fn::Sub"), str):
         values = _parameter_values(parameters)
-        return re.sub(r"\$\{([^}]+)\}", lambda m: values[m.group(1)], node["Fn::Sub"])
+        # ${Resource.Arn}: the resource's logical id (`DedupeTable/index/history-*`).
+        return re.sub(
+            r"\$\{([^}]+)\}",
+            lambda m: (
+                m.group(1).removesuffix(".Arn")
+                if m.group(1).endswith(".Arn")
+                else values[m.group(1)]
+            ),
+            node["Fn::Sub"],
+        )
     raise AssertionError(f"the audit cannot resolve the policy resource {node!r}")
 
 
@@ -229,7 +238,8 @@ def _covers(granted: str, needed: str) -> bool:
     """A grant's resource covers a need's: ANY, the same logical id, or an ARN pattern."""
     if granted in (ANY, needed):
         return True
-    return granted.startswith("arn:") and fnmatch.fnmatchcase(needed, granted)
+    # An ARN pattern, or a pattern under a logical id (a table's indexes).
+    return (granted.startswith("arn:") or "/" in granted) and fnmatch.fnmatchcase(needed, granted)
 
 
 def allows(policy_grants: list[Grant], need: Need) -> bool:
@@ -359,6 +369,8 @@ class Stack:
                 ]
         elif service == "dynamodb":
             resource = self.logical_id(service, params["TableName"])
+            if "IndexName" in params:  # IAM's resource is the index: TABLE-ARN/index/NAME
+                resource += f"/index/{params['IndexName']}"
         elif service == "events":
             resource = self.logical_id(service, params["Name"])
         elif service == "sts" and operation == "AssumeRole":
@@ -430,7 +442,7 @@ async def _ledger_table(endpoint: str, table: str) -> None:
         await create_table(client, table)
 
 
-def _config(outputs: dict[str, str], endpoint: str, work: Path) -> str:
+def _config(outputs: dict[str, str], endpoint: str, work: Path, port: int) -> str:
     handlers = "".join(
         [
             f"  - name: topic\n    type: sns\n    topic_arn: {outputs['TopicArn']}\n",
@@ -464,7 +476,7 @@ queue:
 shutdown_timeout: 10s
 dedupe: {{backend: dynamodb, table: {outputs["TableName"]}}}
 enrich: {{describe_images: true}}
-metrics: {{listen: "127.0.0.1:0", queue_depth_interval: 1s}}
+metrics: {{listen: "127.0.0.1:{port}", queue_depth_interval: 1s, ui: true}}
 logging: {{level: info, format: json}}
 defaults:
   timeout: 10s
@@ -508,7 +520,8 @@ def _run_scenario(server: RecordingMotoServer, work: Path) -> Audit:
     ]["QueueArn"]
     sns.subscribe(TopicArn=outputs["TopicArn"], Protocol="sqs", Endpoint=reader_arn)
     config = work / "amid.yaml"
-    config.write_text(_config(outputs, server.url, work))
+    port = free_port()
+    config.write_text(_config(outputs, server.url, work, port))
 
     def count(url: str) -> int:
         attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
@@ -542,6 +555,12 @@ def _run_scenario(server: RecordingMotoServer, work: Path) -> Audit:
             # Only the invalid message may be left (it cycles to the dead-letter queue).
             _until(lambda: count(outputs["QueueUrl"]) <= 1, "handled messages deleted")
             time.sleep(1.5)  # one more round of queue depth metrics
+            # The status page's API reads the delivery record: the most recent, by image.
+            for query in ("", f"?image_id={image}"):
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/api/v1/events{query}", timeout=10
+                ) as response:
+                    assert json.loads(response.read())["events"], query
         finally:
             process.send_signal(signal.SIGTERM)
             daemon_exit = process.wait(timeout=30)
@@ -556,6 +575,7 @@ def _run_scenario(server: RecordingMotoServer, work: Path) -> Audit:
             env=env, cwd=work,
         )  # fmt: skip
         replay = _amid("replay", "-c", str(config), str(work / "replay.json"), env=env, cwd=work)
+        history = _amid("history", "-c", str(config), "--image-id", image, env=env, cwd=work)
 
     doctor: list[dict[str, Any]] = []
     with server.recording(doctor):
@@ -567,7 +587,12 @@ def _run_scenario(server: RecordingMotoServer, work: Path) -> Audit:
         doctor=stack.amid_needs(doctor),
         daemon_exit=daemon_exit,
         parameters=parameters,
-        tools_output=test_event.stdout + test_event.stderr + replay.stdout + replay.stderr,
+        tools_output=test_event.stdout
+        + test_event.stderr
+        + replay.stdout
+        + replay.stderr
+        + history.stdout
+        + history.stderr,
         doctor_output=diagnosis.stdout + diagnosis.stderr,
         doctor_exit=diagnosis.returncode,
         hook_calls=daemon_hooks,
@@ -608,6 +633,12 @@ class TestDaemon:
         assert _operations(audit.daemon) == DAEMON_OPERATIONS
         depth = {n.resource for n in audit.daemon if n.operation == "sqs:GetQueueAttributes"}
         assert depth == {"Queue", "DeadLetterQueue"}
+        queried = {n.resource for n in audit.daemon if n.operation == "dynamodb:Query"}
+        assert queried == {
+            "DedupeTable",
+            "DedupeTable/index/history-recent",
+            "DedupeTable/index/history-by-image",
+        }
 
     def test_every_call_is_allowed_by_amid_policy(self, audit: Audit) -> None:
         assert _denied(amid_grants(audit.parameters), audit.daemon) == []
@@ -653,6 +684,12 @@ class TestOperatorTools:
             audit.tools
         ), "the tools published, enriched and used the ledger"
         assert _denied(amid_grants(audit.parameters), audit.tools) == []
+
+    def test_amid_history_reads_the_record_with_amid_policy(self, audit: Audit) -> None:
+        assert "RECEIVED" in audit.tools_output and "-> hook" in audit.tools_output, (
+            audit.tools_output
+        )
+        assert "DedupeTable/index/history-by-image" in {n.resource for n in audit.tools}
 
 
 @pytest.mark.slow
@@ -719,6 +756,7 @@ PINNED: dict[tuple[str, str, str], tuple[str, Any, dict[str, Any]]] = {
     ("amid.yaml", "AmidPolicy", "DeadLetterQueueDepth"): ("Allow", None, NONE),
     ("amid.yaml", "AmidPolicy", "PublishToTopic"): ("Allow", None, NONE),
     ("amid.yaml", "AmidPolicy", "DedupeLedger"): ("Allow", None, NONE),
+    ("amid.yaml", "AmidPolicy", "DedupeHistory"): ("Allow", None, NONE),
     ("amid.yaml", "AmidPolicy", "EnrichWithDescribeImages"): ("Allow", None, NONE),
     ("amid.yaml", "AssumeDescribeImagesRolePolicy", "AssumeDescribeImagesRole"): (
         "Allow",
@@ -769,6 +807,7 @@ PINNED: dict[tuple[str, str, str], tuple[str, Any, dict[str, Any]]] = {
     ("amid-central.yaml", "AmidPolicy", "ConsumeQueue"): ("Allow", None, NONE),
     ("amid-central.yaml", "AmidPolicy", "DeadLetterQueueDepth"): ("Allow", None, NONE),
     ("amid-central.yaml", "AmidPolicy", "DedupeLedger"): ("Allow", None, NONE),
+    ("amid-central.yaml", "AmidPolicy", "DedupeHistory"): ("Allow", None, NONE),
     ("amid-central.yaml", "AmidPolicy", "EnrichWithDescribeImages"): ("Allow", None, NONE),
     ("amid-central.yaml", "AssumeDescribeImagesRolePolicy", "AssumeDescribeImagesRole"): (
         "Allow",

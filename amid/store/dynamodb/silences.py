@@ -56,7 +56,7 @@ class DynamoSilences:
             raise ValueError(f"a silence with id {silence.id} exists") from None
 
     async def silences(self) -> list[SilenceRecord]:
-        found = [record for record in await self._query() if record is not None]
+        found = [record for record in await self._query_silences() if record is not None]
         return sorted(found, key=lambda record: (record.ends, record.id))
 
     async def expire_silence(self, silence_id: str, at: float) -> SilenceRecord | None:
@@ -77,10 +77,10 @@ class DynamoSilences:
             )
         except _ConditionFailed:
             pass  # no such silence, or it had ended already: read what there is
-        found = await self._query(silence_id)
+        found = await self._query_silences(silence_id)
         return found[0] if found else None
 
-    async def _query(self, silence_id: str | None = None) -> list[SilenceRecord | None]:
+    async def _query_silences(self, silence_id: str | None = None) -> list[SilenceRecord | None]:
         """The live silence items (one, with `silence_id`); expired ones read as None."""
         params: dict[str, Any] = {
             "TableName": self._table,

@@ -8,6 +8,7 @@ capacity; DynamoDB TTL on `expires_at`):
                                  done (BOOL), claims (N), expires_at (N),
                                  digested (SS: handlers a digest carried it to)
     <event id>  handler#<name>   owner (S, who recorded it), expires_at (N)
+    <event id>  record           the delivery record (history.py; two GSIs)
     image#<region>#<image id>
                 image            facts (S, the image object as JSON), expires_at (N)
     expectation#<name>  state    started (N), last_seen (N), episode (N), told (SS),
@@ -57,6 +58,7 @@ table, denied access), the call raises LedgerUnavailable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import time
@@ -78,12 +80,14 @@ from tenacity import (
 from amid.logs import get_logger
 from amid.store.base import (
     Claim,
+    EventRecord,
     ExpectationState,
     ExpectationSteps,
     LeaseLost,
     LedgerUnavailable,
 )
 from amid.store.dynamodb.conversations import DynamoConversations
+from amid.store.dynamodb.history import BY_IMAGE, RECENT, DynamoHistory
 from amid.store.dynamodb.silences import DynamoSilences
 
 EVENT_SK = "event"
@@ -236,7 +240,7 @@ def _string_set(item: Mapping[str, Any], name: str) -> frozenset[str]:
     return frozenset(attribute["SS"]) if attribute else frozenset()
 
 
-class DynamoStore(DynamoSilences, DynamoConversations, ExpectationSteps):
+class DynamoStore(DynamoSilences, DynamoConversations, DynamoHistory, ExpectationSteps):
     """The shared ledger for several replicas; `client` is an aiobotocore DynamoDB client.
 
     The client belongs to the caller (normally `AwsClients`), which closes it.
@@ -339,6 +343,8 @@ class DynamoStore(DynamoSilences, DynamoConversations, ExpectationSteps):
         event, delivered, now = await self._read(event_id)
         if event is not None and _number(event, TTL_ATTRIBUTE) > now:
             if _flag(event, "done"):
+                with contextlib.suppress(_ConditionFailed, LedgerUnavailable):
+                    await self._note_duplicate(event_id)  # a lost count never fails a claim
                 return Claim(delivered, done=True)
             holder = _string(event, "owner")
             if holder not in (None, owner) and _number(event, "lease_until") > now:
@@ -455,7 +461,13 @@ class DynamoStore(DynamoSilences, DynamoConversations, ExpectationSteps):
             }
         }
 
-    async def complete(self, event_id: str, owner: str, delivered: Collection[str] = ()) -> None:
+    async def complete(
+        self,
+        event_id: str,
+        owner: str,
+        delivered: Collection[str] = (),
+        record: EventRecord | None = None,
+    ) -> None:
         now = self._clock()
         condition, values = self._held_condition(now, owner)
         done = {
@@ -476,7 +488,7 @@ class DynamoStore(DynamoSilences, DynamoConversations, ExpectationSteps):
                 ":exp": _epoch(now + self._ttl),
             },
         }
-        if not delivered:
+        if not delivered and record is None:
             try:
                 await self._call("update_item", **done)
             except _ConditionFailed as refused:
@@ -485,6 +497,8 @@ class DynamoStore(DynamoSilences, DynamoConversations, ExpectationSteps):
         # The last handlers' records and the done mark succeed or fail together, in one
         # TransactWriteItems shared with the other completions of the next few ms.
         puts = [self._handler_put(event_id, h, owner, now) for h in delivered]
+        if record is not None:
+            puts.append({"Update": self._record_update(record, now)})
         loop = asyncio.get_running_loop()
         completion = _Completion(event_id, owner, [{"Update": done}, *puts], loop.create_future())
         self._completions.append(completion)
@@ -527,19 +541,27 @@ class DynamoStore(DynamoSilences, DynamoConversations, ExpectationSteps):
                 _settle(completion, None)
             return
 
-    async def release(self, event_id: str, owner: str) -> None:
+    async def release(self, event_id: str, owner: str, record: EventRecord | None = None) -> None:
+        free = {
+            "TableName": self._table,
+            "Key": self._key(event_id),
+            "UpdateExpression": "SET #lease = :zero REMOVE #owner",
+            "ConditionExpression": "#owner = :me",
+            "ExpressionAttributeNames": {"#owner": "owner", "#lease": "lease_until"},
+            "ExpressionAttributeValues": {":me": {"S": owner}, ":zero": _n(0)},
+        }
         try:
-            await self._call(
-                "update_item",
-                TableName=self._table,
-                Key=self._key(event_id),
-                UpdateExpression="SET #lease = :zero REMOVE #owner",
-                ConditionExpression="#owner = :me",
-                ExpressionAttributeNames={"#owner": "owner", "#lease": "lease_until"},
-                ExpressionAttributeValues={":me": {"S": owner}, ":zero": _n(0)},
-            )
+            if record is None:
+                await self._call("update_item", **free)
+            else:
+                history = self._record_update(record, self._clock())
+                await self._call(
+                    "transact_write_items",
+                    TransactItems=[{"Update": free}, {"Update": history}],
+                )
         except _ConditionFailed:
-            return
+            if record is not None:  # not ours any more; what this delivery did still happened
+                await self._write_record(record)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -720,6 +742,26 @@ def _expectation_from_item(name: str, item: Mapping[str, Any]) -> ExpectationSta
     )
 
 
+# The delivery record's indexes (history.py), as create_table and the CloudFormation
+# template declare them.
+HISTORY_ATTRIBUTES = [
+    {"AttributeName": "history_image", "AttributeType": "S"},
+    {"AttributeName": "history_day", "AttributeType": "S"},
+    {"AttributeName": "received", "AttributeType": "N"},
+]
+HISTORY_INDEXES = [
+    {
+        "IndexName": index,
+        "KeySchema": [
+            {"AttributeName": partition, "KeyType": "HASH"},
+            {"AttributeName": "received", "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": "ALL"},
+    }
+    for index, partition in ((BY_IMAGE, "history_image"), (RECENT, "history_day"))
+]
+
+
 async def create_table(client: Any, table: str) -> None:
     """Create the ledger table (pk/sk, on-demand) with TTL on `expires_at`; idempotent.
 
@@ -738,7 +780,9 @@ async def create_table(client: Any, table: str) -> None:
             AttributeDefinitions=[
                 {"AttributeName": "pk", "AttributeType": "S"},
                 {"AttributeName": "sk", "AttributeType": "S"},
+                *HISTORY_ATTRIBUTES,
             ],
+            GlobalSecondaryIndexes=HISTORY_INDEXES,
             BillingMode="PAY_PER_REQUEST",
         )
     except errors.ResourceInUseException:
@@ -752,6 +796,7 @@ async def create_table(client: Any, table: str) -> None:
     keys = {(key["AttributeName"], key["KeyType"]) for key in description["KeySchema"]}
     if keys != {("pk", "HASH"), ("sk", "RANGE")}:
         raise ValueError(f"table {table} exists with key schema {sorted(keys)}; amid needs pk/sk")
+    await _add_history_indexes(client, table, description)
     ttl = (await client.describe_time_to_live(TableName=table))["TimeToLiveDescription"]
     if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
         if ttl.get("AttributeName") != TTL_ATTRIBUTE:
@@ -763,3 +808,26 @@ async def create_table(client: Any, table: str) -> None:
         TableName=table,
         TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
     )
+
+
+async def _add_history_indexes(client: Any, table: str, description: Mapping[str, Any]) -> None:
+    """A table made before the delivery record gets its indexes (one at a time, as
+    DynamoDB allows), and is waited for until they are active."""
+    present = {index["IndexName"] for index in description.get("GlobalSecondaryIndexes", [])}
+    for index in HISTORY_INDEXES:
+        if index["IndexName"] in present:
+            continue
+        await client.update_table(
+            TableName=table,
+            AttributeDefinitions=HISTORY_ATTRIBUTES,
+            GlobalSecondaryIndexUpdates=[{"Create": index}],
+        )
+        async with asyncio.timeout(_CREATE_TIMEOUT):
+            while True:
+                described = (await client.describe_table(TableName=table))["Table"]
+                statuses = [
+                    i.get("IndexStatus") for i in described.get("GlobalSecondaryIndexes", [])
+                ]
+                if described["TableStatus"] == "ACTIVE" and all(s == "ACTIVE" for s in statuses):
+                    break
+                await asyncio.sleep(1.0)

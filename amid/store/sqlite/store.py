@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from amid.store.base import (
     Claim,
+    EventRecord,
     ExpectationState,
     ExpectationSteps,
     LeaseLost,
@@ -37,6 +38,13 @@ from amid.store.base import (
 )
 from amid.store.sqlite import conversations
 from amid.store.sqlite.conversations import SqliteConversations
+from amid.store.sqlite.history import (
+    HISTORY_SCHEMA,
+    SqliteHistory,
+    note_duplicate,
+    purge_history,
+    write_record,
+)
 from amid.store.sqlite.silences import SILENCE_SCHEMA, SqliteSilences
 
 _T = TypeVar("_T")
@@ -89,7 +97,7 @@ Body = Callable[[sqlite3.Connection, float], _T]
 _Outcome = tuple[bool, Any]
 
 
-class SqliteStore(SqliteSilences, SqliteConversations, ExpectationSteps):
+class SqliteStore(SqliteSilences, SqliteConversations, SqliteHistory, ExpectationSteps):
     def __init__(
         self,
         path: Path,
@@ -126,7 +134,7 @@ class SqliteStore(SqliteSilences, SqliteConversations, ExpectationSteps):
     def _connect(self) -> None:
         waiting = self._open_connection(self._busy_timeout)
         try:
-            waiting.executescript(_SCHEMA + SILENCE_SCHEMA)
+            waiting.executescript(_SCHEMA + SILENCE_SCHEMA + HISTORY_SCHEMA)
             inline = self._open_connection(0.0)
             # Checkpoints write the WAL back to the file: the worker does that, not the loop.
             inline.execute("PRAGMA wal_autocheckpoint=0")
@@ -275,6 +283,7 @@ class SqliteStore(SqliteSilences, SqliteConversations, ExpectationSteps):
             db.execute("DELETE FROM images WHERE expires_at <= ?", (now,))
             db.execute("DELETE FROM silences WHERE expires_at <= ?", (now,))
             db.execute("DELETE FROM conversations WHERE expires_at <= ?", (now,))
+            purge_history(db, now)
         self._checkpoint()
 
     def _checkpoint(self) -> None:
@@ -298,6 +307,7 @@ class SqliteStore(SqliteSilences, SqliteConversations, ExpectationSteps):
                 )
             )
             if row is not None and row[2]:
+                note_duplicate(db, event_id)
                 return Claim(delivered, done=True)
             if row is not None and row[0] not in (None, owner) and row[1] > now:
                 return None
@@ -340,7 +350,13 @@ class SqliteStore(SqliteSilences, SqliteConversations, ExpectationSteps):
 
         await self._transact(body)
 
-    async def complete(self, event_id: str, owner: str, delivered: Collection[str] = ()) -> None:
+    async def complete(
+        self,
+        event_id: str,
+        owner: str,
+        delivered: Collection[str] = (),
+        record: EventRecord | None = None,
+    ) -> None:
         def body(db: sqlite3.Connection, now: float) -> None:
             marked = db.execute(
                 # Only while held (see _holds); raising rolls the mark back with the rest.
@@ -351,15 +367,19 @@ class SqliteStore(SqliteSilences, SqliteConversations, ExpectationSteps):
             if marked.rowcount == 0:
                 raise LeaseLost(f"lease on {event_id} is no longer held by {owner}")
             _record_deliveries(db, [(event_id, handler, now + self._ttl) for handler in delivered])
+            if record is not None:
+                write_record(db, record, now, self._ttl)
 
         await self._transact(body)
 
-    async def release(self, event_id: str, owner: str) -> None:
+    async def release(self, event_id: str, owner: str, record: EventRecord | None = None) -> None:
         def body(db: sqlite3.Connection, now: float) -> None:
             db.execute(
                 "UPDATE events SET owner = NULL, lease_until = 0 WHERE event_id = ? AND owner = ?",
                 (event_id, owner),
             )
+            if record is not None:
+                write_record(db, record, now, self._ttl)
 
         await self._transact(body)
 
