@@ -21,11 +21,11 @@ import aiohttp
 
 from amid.aws import AwsClients
 from amid.config import Config, ConfigError, load_config
+from amid.eventloop import loop_name
 from amid.expectations import Expectations
 from amid.expectations.watch import Watcher
 from amid.footprint import trim_heap
 from amid.handlers import HandlerResources, build_handler
-from amid.web.health import Health, HealthServer
 from amid.logs import configure_logging, get_logger
 from amid.metrics import Metrics
 from amid.pipeline.batch import Batcher
@@ -35,6 +35,7 @@ from amid.pipeline.routing import Router
 from amid.pipeline.source import Heartbeat, Message, SqsSource, SqsUnavailable
 from amid.sdnotify import SystemdNotifier, watchdog_interval
 from amid.store import Ledger, LedgerUnavailable, Store, open_store
+from amid.web.health import Health, HealthServer
 
 
 class StartupError(Exception):
@@ -273,6 +274,7 @@ class Daemon:
             handlers=[h.name for h in config.handlers],
             expectations=[e.name for e in config.expectations],
             metrics_port=self.metrics_port,
+            event_loop=loop_name(asyncio.get_running_loop()),
         )
         trim_heap()
         self.started.set()

@@ -190,6 +190,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
 }
 
+# Variants that are plain amid in another environment: the stock asyncio loop instead of
+# uvloop, the standard library's json instead of orjson, or both (issue 24's measurements:
+# each library alone and together, in one run). The limits run on amid's loop choice too.
+VARIANT_ENV: dict[str, dict[str, str]] = {
+    "amid-asyncio": {"AMID_EVENT_LOOP": "asyncio"},
+    "amid-json": {"AMID_JSON": "json"},
+    "amid-asyncio-json": {"AMID_EVENT_LOOP": "asyncio", "AMID_JSON": "json"},
+}
+VARIANTS.update({name: {} for name in VARIANT_ENV})
+
 
 def merge(base: Any, fragment: Any, hook: str) -> Any:
     """`fragment` over `base`: mappings merged, lists appended, "{hook}" filled in."""
@@ -276,7 +286,7 @@ def start_consumer(kind: str, queue_url: str, endpoint: str, hook: str, work: Pa
             stdout=output,
             stderr=subprocess.STDOUT,
             text=True,
-            env=env,
+            env={**env, **VARIANT_ENV.get(kind, {})},
         )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
