@@ -142,6 +142,8 @@ class WebhookHandler:
 
     def _body(self, notification: Notification) -> tuple[str, list[str]]:
         default = jsoncodec.dumps(notification.event.raw)
+        if self._config.body is None:  # the common case: no template, no context to build
+            return default, []
         context = template_context(notification.event, dict(notification.image))
         return self._templated(default, context)
 
