@@ -357,6 +357,8 @@ class Daemon:
                 task = asyncio.create_task(self._handle(message, serving))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+            if messages:
+                await _hand_over()
 
     async def _handle(self, message: Message, serving: _Serving) -> None:
         """One message through the pipeline, then delete it or leave it for later."""
@@ -478,6 +480,20 @@ class Daemon:
             if self.health.live:
                 self._notifier.watchdog()
             await asyncio.sleep(interval)
+
+
+# Turns of the loop a poller gives the messages it just received before its next receive:
+# one for their tasks' first step (decode; the claim joins the ledger's group commit), one for
+# that commit, one or two for the handler to write its request.
+_HAND_OVER_TURNS = 4
+
+
+async def _hand_over() -> None:
+    """Let the messages just received reach their handlers before this poller builds its next
+    receive. Building a request is botocore's CPU (serialising, signing: about half a
+    millisecond); done first, it would sit in every event's latency."""
+    for _ in range(_HAND_OVER_TURNS):
+        await asyncio.sleep(0)
 
 
 def _keep_restart_sections(new: Config, running: Config) -> Config:
