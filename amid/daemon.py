@@ -357,8 +357,7 @@ class Daemon:
                 task = asyncio.create_task(self._handle(message, serving))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-            if messages:
-                await _hand_over()
+            await _hand_over()
 
     async def _handle(self, message: Message, serving: _Serving) -> None:
         """One message through the pipeline, then delete it or leave it for later."""
@@ -489,9 +488,11 @@ _HAND_OVER_TURNS = 4
 
 
 async def _hand_over() -> None:
-    """Let the messages just received reach their handlers before this poller builds its next
-    receive. Building a request is botocore's CPU (serialising, signing: about half a
-    millisecond); done first, it would sit in every event's latency."""
+    """Let the messages just received (by this poller or another) reach their handlers before
+    this poller builds its next receive. Building a request is botocore's CPU (serialising,
+    signing: about half a millisecond); done first, it would sit in every event's latency.
+    Also after an empty receive: a message's arrival can end the other pollers' long polls
+    with nothing at the same moment, and their next requests would go first."""
     for _ in range(_HAND_OVER_TURNS):
         await asyncio.sleep(0)
 
