@@ -24,7 +24,7 @@ from amid.config import Config, ConfigError, load_config
 from amid.eventloop import loop_name
 from amid.expectations import Expectations
 from amid.expectations.watch import Watcher
-from amid.footprint import trim_heap
+from amid.footprint import frozen_start_up, trim_heap
 from amid.handlers import HandlerResources, build_handler
 from amid.logs import configure_logging, get_logger
 from amid.metrics import Metrics
@@ -276,12 +276,13 @@ class Daemon:
             metrics_port=self.metrics_port,
             event_loop=loop_name(asyncio.get_running_loop()),
         )
-        trim_heap()
-        self.started.set()
-        try:
-            await self._stop.wait()
-        finally:
-            await self._drain(pollers, background)
+        with frozen_start_up():
+            trim_heap()
+            self.started.set()
+            try:
+                await self._stop.wait()
+            finally:
+                await self._drain(pollers, background)
 
     async def _drain(
         self, pollers: list[asyncio.Task[None]], background: list[asyncio.Task[None]]
