@@ -395,6 +395,8 @@ class Bench:
                 "unique_posted": stats["unique"],
                 "cpu_s": {**cpu, "producer": summary["cpu"]},
                 "consumer_cpu_s_per_1k": cpu["consumer"] / summary["sent"] * 1000,
+                # Every consumer's, so amid's footprint has the peer's beside it (issue 24).
+                "rss_start_mib": rss_start / 2**20,
             }
             if kind in VARIANTS:
                 result["rss_mib"] = {
@@ -607,6 +609,7 @@ def summarize(
         summary[f"{kind}_receiver_cpu_s"] = spread(f"burst:{kind}", "cpu_s", "receiver")
         summary[f"{kind}_producer_cpu_s"] = spread(f"burst:{kind}", "cpu_s", "producer")
         summary[f"{kind}_seconds"] = spread(f"burst:{kind}", "seconds")
+        summary[f"{kind}_rss_start_mib"] = spread(f"burst:{kind}", "rss_start_mib")
     for kind in TRICKLE_KINDS:
         for figure in ("p50_ms", "p99_ms"):
             summary[f"{kind}_{figure}"] = spread(f"trickle:{kind}", figure)
