@@ -2,10 +2,14 @@
 
 orjson parses an event in about a third of `json.loads`' time and writes one in a tenth of
 `json.dumps`' (docs/benchmarks.md). Its output is what `json.dumps(value,
-ensure_ascii=False, separators=(",", ":"))` writes for the values amid sends. Where it
-differs from the standard library, it is on inputs no AWS event carries: NaN and Infinity
-are refused (they are not JSON), a lone surrogate escape is refused, and an integer beyond
-64 bits is read as a float.
+ensure_ascii=False, separators=(",", ":"))` writes for the values amid sends. What orjson
+refuses to read (NaN and Infinity, a lone surrogate escape) or to write (nesting deeper
+than 254, an integer beyond 64 bits) goes to the standard library, and so does any text
+with 200 or more `{` and `[` (an AMI event has three): a deeply nested document then meets
+the standard library's recursion limit when read exactly as when it is written again
+(bodies, a hook's stdin). So amid accepts and writes what it did before. Two differences
+remain, on values no AWS event carries: an integer beyond 64 bits is read as a float, and
+a float's exponent is written `1e-7` where json wrote `1e-07`.
 
 `AMID_JSON=json` (read at import) uses the standard library's json instead, with the same
 output, so the bench can measure what orjson saves.
@@ -37,6 +41,22 @@ def _stdlib_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+_DEEP = 200  # `{` and `[` from which a text is left to json (its recursion limit)
+
+
+def _orjson_loads(text: str | bytes) -> Any:
+    if isinstance(text, str):
+        openers = text.count("{") + text.count("[")
+    else:
+        openers = text.count(b"{") + text.count(b"[")
+    if openers >= _DEEP:
+        return json.loads(text)
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # what json may still read; it raises if it cannot
+        return json.loads(text)
+
+
 def _orjson_log(value: Any, **kwargs: Any) -> str:
     """structlog's serializer: its `default` (repr of the unknown) is passed on."""
     try:
@@ -45,7 +65,7 @@ def _orjson_log(value: Any, **kwargs: Any) -> str:
         return json.dumps(value, **kwargs)
 
 
-loads: Callable[[str | bytes], Any] = json.loads if STDLIB else orjson.loads
+loads: Callable[[str | bytes], Any] = json.loads if STDLIB else _orjson_loads
 """Parse JSON text; raises ValueError (orjson.JSONDecodeError is one) on bad input."""
 
 dumps: Callable[[Any], str] = _stdlib_text if STDLIB else _orjson_text

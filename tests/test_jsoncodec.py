@@ -66,10 +66,24 @@ def test_non_string_keys_and_huge_integers_are_written_as_json_dumps_writes_them
     assert jsoncodec.dumps({"big": 2**70}) == '{"big":1180591620717411303424}'
 
 
-@pytest.mark.parametrize("text", ['{"a": NaN}', '{"a": Infinity}', "[1,]", '"\\ud800"', "{"])
+@pytest.mark.parametrize("text", ["[1,]", "{", '{"a": 1} x', ""])
 def test_what_is_not_json_is_a_value_error(text: str) -> None:
     with pytest.raises(ValueError):
         jsoncodec.loads(text)
+
+
+@pytest.mark.parametrize(
+    "text", ['{"a": NaN}', '{"a": -Infinity}', '"\\ud800"', "[" * 300 + "]" * 300]
+)
+def test_what_orjson_refuses_json_still_reads(text: str) -> None:
+    assert repr(jsoncodec.loads(text)) == repr(json.loads(text))
+
+
+def test_what_orjson_cannot_write_json_still_writes() -> None:
+    deep: list[Any] = []
+    for _ in range(300):
+        deep = [deep]
+    assert jsoncodec.dumps(deep) == _stdlib(deep)
 
 
 def test_the_json_log_line_is_one_object_with_the_values_and_a_repr_for_the_rest(
