@@ -214,6 +214,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(config: Config, config_path: Path) -> int:
     from amid.daemon import Daemon, StartupError
+    from amid.eventloop import EventLoopError, loop_factory, run
+
+    try:
+        factory = loop_factory()
+    except EventLoopError as error:
+        print(str(error), file=sys.stderr)
+        return EXIT_USAGE
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
@@ -230,7 +237,7 @@ def _run(config: Config, config_path: Path) -> int:
         await Daemon(config, stop=stop, reload=reload, config_path=config_path).run()
 
     try:
-        asyncio.run(serve())
+        run(serve(), factory)
     except StartupError as error:
         print(str(error), file=sys.stderr)
         return EXIT_USAGE

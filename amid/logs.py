@@ -8,6 +8,8 @@ from typing import Any
 
 import structlog
 
+from amid import jsoncodec
+
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -19,7 +21,7 @@ _LEVELS = {
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     """Configure (or re-configure, on SIGHUP) the process-wide structlog pipeline."""
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=jsoncodec.log_serializer)
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
     )

@@ -22,6 +22,8 @@ from typing import Any
 
 import aiohttp
 
+from amid.eventloop import loop_factory
+from amid.eventloop import run as run_on
 from bench.common import sqs_client
 
 
@@ -108,8 +110,11 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=64)
     parser.add_argument("--post", help="POST every message body here before deleting it")
     args = parser.parse_args()
-    counts = asyncio.run(
-        run(args.endpoint, args.queue_url, args.pollers, args.in_flight, args.post)
+    # amid's own event loop (uvloop on Linux; AMID_EVENT_LOOP=asyncio for the stock one),
+    # so the floors stay floors for amid on either loop.
+    counts = run_on(
+        run(args.endpoint, args.queue_url, args.pollers, args.in_flight, args.post),
+        loop_factory(),
     )
     print(json.dumps(counts), flush=True)
 

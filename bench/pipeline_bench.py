@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from amid.config import Config, parse_config
+from amid.eventloop import loop_factory
+from amid.eventloop import run as run_on
 from amid.handlers.base import Handler, Notification
 from amid.handlers.webhook import WebhookHandler
 from amid.logs import configure_logging
@@ -249,8 +251,8 @@ def main() -> None:
             job = {"cost": cost, "growth": growth, "dynamodb": dynamodb, "history": history}[
                 args.mode
             ]
-            if args.profile is None:
-                result = asyncio.run(job(args.events, Path(tmp)))
+            if args.profile is None:  # on amid's own loop, as `amid run` is
+                result = run_on(job(args.events, Path(tmp)), loop_factory())
             else:
                 from pyinstrument import Profiler
 

@@ -168,6 +168,7 @@ def tables(
         _row("producer CPU s during the burst", s, "producer_cpu_s", 1, kinds),
         _row("receiver CPU s during the burst", s, "receiver_cpu_s", 1, kinds),
         _row("burst wall seconds", s, "seconds", 1, kinds),
+        _row("consumer RSS at start, MiB", s, "rss_start_mib", 1, kinds),
         "| latency p50 ms ({:g} events/s for {:g} s) | | {} | {} | {} |".format(
             plan["trickle_rate"],
             plan["trickle_seconds"],

@@ -190,6 +190,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
 }
 
+# Variants that are plain amid in another environment: the stock asyncio loop instead of
+# uvloop, the standard library's json instead of orjson, or both (issue 24's measurements:
+# each library alone and together, in one run). The limits run on amid's loop choice too.
+VARIANT_ENV: dict[str, dict[str, str]] = {
+    "amid-asyncio": {"AMID_EVENT_LOOP": "asyncio"},
+    "amid-json": {"AMID_JSON": "json"},
+    "amid-asyncio-json": {"AMID_EVENT_LOOP": "asyncio", "AMID_JSON": "json"},
+}
+VARIANTS.update({name: {} for name in VARIANT_ENV})
+
 
 def merge(base: Any, fragment: Any, hook: str) -> Any:
     """`fragment` over `base`: mappings merged, lists appended, "{hook}" filled in."""
@@ -276,7 +286,7 @@ def start_consumer(kind: str, queue_url: str, endpoint: str, hook: str, work: Pa
             stdout=output,
             stderr=subprocess.STDOUT,
             text=True,
-            env=env,
+            env={**env, **VARIANT_ENV.get(kind, {})},
         )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -385,6 +395,8 @@ class Bench:
                 "unique_posted": stats["unique"],
                 "cpu_s": {**cpu, "producer": summary["cpu"]},
                 "consumer_cpu_s_per_1k": cpu["consumer"] / summary["sent"] * 1000,
+                # Every consumer's, so amid's footprint has the peer's beside it (issue 24).
+                "rss_start_mib": rss_start / 2**20,
             }
             if kind in VARIANTS:
                 result["rss_mib"] = {
@@ -598,6 +610,7 @@ def summarize(
         summary[f"{kind}_receiver_cpu_s"] = spread(f"burst:{kind}", "cpu_s", "receiver")
         summary[f"{kind}_producer_cpu_s"] = spread(f"burst:{kind}", "cpu_s", "producer")
         summary[f"{kind}_seconds"] = spread(f"burst:{kind}", "seconds")
+        summary[f"{kind}_rss_start_mib"] = spread(f"burst:{kind}", "rss_start_mib")
     for kind in TRICKLE_KINDS:
         for figure in ("p50_ms", "p99_ms"):
             summary[f"{kind}_{figure}"] = spread(f"trickle:{kind}", figure)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import platform
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import pytest
 
 import amid.daemon
 from amid import footprint
-from tests.helpers import hook_handler, make_config, running_daemon
+from tests.helpers import hook_handler, make_config, make_queue, running_daemon
 
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
 
@@ -61,3 +62,16 @@ async def test_the_daemon_trims_once_when_started(
         assert daemon.started.is_set()
         assert calls == [True]
     assert calls == [True]
+
+
+async def test_start_up_objects_are_frozen_while_the_daemon_serves_and_thawed_after(
+    sqs: Any, moto_url: str
+) -> None:
+    queue, _ = await make_queue(sqs)
+    assert gc.get_freeze_count() == 0
+    async with running_daemon(make_config(queue, moto_url, hook_handler(Path("/dev/null")))):
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000, "start-up's objects are frozen"
+        # A full collection no longer walks them: it sees only the objects made since.
+        assert len(gc.get_objects()) < frozen
+    assert gc.get_freeze_count() == 0

@@ -18,6 +18,7 @@ import aiohttp
 import structlog
 from pydantic import SecretStr
 
+from amid import jsoncodec
 from amid.config import Config, SlackHandlerConfig
 from amid.handlers import http, ratelimit
 from amid.handlers.base import Digest, ExpectationNotice, Notification, Sendable, single_event
@@ -276,7 +277,7 @@ class SlackHandler:
                 error=failure,
                 **context,
             )
-        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        body = jsoncodec.dumps(payload).encode("utf-8")
         await http.deliver(
             self._http,
             method="POST",

@@ -20,6 +20,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from amid import jsoncodec
 from amid.aws import AwsClients
 from amid.config import Config, SnsHandlerConfig
 from amid.handlers.base import (
@@ -85,7 +86,7 @@ def default_subject(notification: Notification) -> str:
 
 
 def default_message(notification: Notification) -> str:
-    return json.dumps(notification.event.raw, ensure_ascii=False, separators=(",", ":"))
+    return jsoncodec.dumps(notification.event.raw)
 
 
 # --- digests ---

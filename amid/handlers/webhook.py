@@ -13,6 +13,7 @@ import aiohttp
 import structlog
 from pydantic import SecretStr
 
+from amid import jsoncodec
 from amid.config import Config, WebhookHandlerConfig
 from amid.handlers import http
 from amid.handlers.base import Digest, ExpectationNotice, Notification, Sendable, single_event
@@ -140,7 +141,9 @@ class WebhookHandler:
         return headers
 
     def _body(self, notification: Notification) -> tuple[str, list[str]]:
-        default = json.dumps(notification.event.raw, ensure_ascii=False, separators=(",", ":"))
+        default = jsoncodec.dumps(notification.event.raw)
+        if self._config.body is None:  # the common case: no template, no context to build
+            return default, []
         context = template_context(notification.event, dict(notification.image))
         return self._templated(default, context)
 

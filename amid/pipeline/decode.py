@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from amid import jsoncodec
 from amid.events import DETAIL_TYPE, SOURCE, AmiStateChange, IgnoredEvent
 
 MAX_BODY_BYTES = 256 * 1024  # SQS's own limit; a longer body cannot be a real message
@@ -20,7 +20,7 @@ class DecodeError(ValueError):
 
 def _parse_json(text: str | bytes, reason: str) -> Any:
     try:
-        return json.loads(text)
+        return jsoncodec.loads(text)
     except (ValueError, RecursionError):
         raise DecodeError(reason, "the body is not JSON") from None
 
