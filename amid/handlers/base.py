@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from amid.events import AmiStateChange
+
+if TYPE_CHECKING:
+    from amid.metrics import Metrics
 
 
 class HandlerError(Exception):
@@ -117,6 +120,30 @@ def single_event(handler: str, message: Sendable) -> Notification:
         retryable=False,
         reason="unsupported",
     )
+
+
+def log_context(handler: str, message: Sendable) -> dict[str, Any]:
+    """What a log line about `message` carries: the event's ids, the digest's size or the
+    expectation's name."""
+    if isinstance(message, Digest):
+        return {"digest_events": message.count}
+    if isinstance(message, ExpectationNotice):
+        return {"expectation": message.expectation}
+    return single_event(handler, message).event.log_context()
+
+
+def report_template_failures(
+    metrics: Metrics,
+    log: Any,
+    handler: str,
+    failures: list[str],
+    context: Mapping[str, Any],
+    instead: str = "used the default",
+) -> None:
+    """A template that failed at run time fell back (SPEC 3): count it and say so, once each."""
+    for failure in failures:
+        metrics.template_failures.labels(handler).inc()
+        log.warning(f"template failed; {instead}", handler=handler, error=failure, **context)
 
 
 class Handler(Protocol):

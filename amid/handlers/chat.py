@@ -21,7 +21,15 @@ from pydantic import SecretStr
 
 from amid.config import ChatWebhookConfig
 from amid.handlers import http, ratelimit
-from amid.handlers.base import Digest, ExpectationNotice, Notification, Sendable, single_event
+from amid.handlers.base import (
+    Digest,
+    ExpectationNotice,
+    Notification,
+    Sendable,
+    log_context,
+    report_template_failures,
+    single_event,
+)
 from amid.handlers.notice import notice_context
 from amid.metrics import Metrics
 from amid.templates import TemplateError, digest_context, mentions, render, template_context
@@ -110,21 +118,10 @@ class ChatWebhookHandler:
 
     async def send(self, message: Sendable) -> str | None:
         payload, failures = self.compose(message)
-        context: dict[str, Any]
-        if isinstance(message, Digest):
-            context = {"digest_events": message.count}
-        elif isinstance(message, ExpectationNotice):
-            context = {"expectation": message.expectation}
-        else:
-            context = single_event(self.name, message).event.log_context()
-        for failure in failures:
-            self._metrics.template_failures.labels(self.name).inc()
-            _log.warning(
-                "template failed; used the default instead",
-                handler=self.name,
-                error=failure,
-                **context,
-            )
+        context = log_context(self.name, message)
+        report_template_failures(
+            self._metrics, _log, self.name, failures, context, "used the default instead"
+        )
         await http.deliver(
             self._http,
             method="POST",

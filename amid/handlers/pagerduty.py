@@ -25,7 +25,13 @@ import structlog
 
 from amid.config import PAGERDUTY_SEVERITIES, Config, PagerDutyHandlerConfig
 from amid.handlers import http
-from amid.handlers.base import ExpectationNotice, Notification, Sendable, single_event
+from amid.handlers.base import (
+    ExpectationNotice,
+    Notification,
+    Sendable,
+    report_template_failures,
+    single_event,
+)
 from amid.handlers.notice import notice_context, notice_document, notice_sentence
 from amid.handlers.slack import cut, headline
 from amid.metrics import Metrics
@@ -114,14 +120,9 @@ class PagerDutyHandler:
         request = self.request(message)
         if request is None:
             return None
-        for failure in request.failures:
-            self._metrics.template_failures.labels(self.name).inc()
-            _log.warning(
-                "template failed; used the default",
-                handler=self.name,
-                error=failure,
-                **request.log_context,
-            )
+        report_template_failures(
+            self._metrics, _log, self.name, request.failures, request.log_context
+        )
         key = self._routing_key.get_secret_value()
         body = json.dumps({"routing_key": key, **request.body}, ensure_ascii=False)
         await http.deliver(

@@ -21,7 +21,15 @@ from pydantic import SecretStr
 from amid import jsoncodec
 from amid.config import Config, SlackHandlerConfig
 from amid.handlers import http, ratelimit
-from amid.handlers.base import Digest, ExpectationNotice, Notification, Sendable, single_event
+from amid.handlers.base import (
+    Digest,
+    ExpectationNotice,
+    Notification,
+    Sendable,
+    log_context,
+    report_template_failures,
+    single_event,
+)
 from amid.handlers.notice import notice_context, notice_sentence
 from amid.metrics import Metrics
 from amid.templates import TemplateError, digest_context, mentions, render, template_context
@@ -261,22 +269,18 @@ class SlackHandler:
     async def send(self, message: Sendable) -> str | None:
         if isinstance(message, Digest):
             payload, failures = self._compose_digest(message)
-            context: dict[str, Any] = {"digest_events": message.count}
         elif isinstance(message, ExpectationNotice):
             payload, failures = self._compose_notice(message)
-            context = {"expectation": message.expectation}
         else:
-            notification = single_event(self.name, message)
-            payload, failures = self._compose(notification)
-            context = notification.event.log_context()
-        for failure in failures:
-            self._metrics.template_failures.labels(self.name).inc()
-            _log.warning(
-                "template failed; sent the default message",
-                handler=self.name,
-                error=failure,
-                **context,
-            )
+            payload, failures = self._compose(single_event(self.name, message))
+        report_template_failures(
+            self._metrics,
+            _log,
+            self.name,
+            failures,
+            log_context(self.name, message),
+            "sent the default message",
+        )
         body = jsoncodec.dumps(payload).encode("utf-8")
         await http.deliver(
             self._http,

@@ -29,7 +29,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 from amid import __version__
 from amid.config import Config, SlackHandlerConfig
 from amid.handlers import ratelimit
-from amid.handlers.base import Digest, ExpectationNotice, HandlerError, Sendable, single_event
+from amid.handlers.base import (
+    Digest,
+    ExpectationNotice,
+    HandlerError,
+    Sendable,
+    report_template_failures,
+    single_event,
+)
 from amid.handlers.conversation import Answer, Call, after, opening
 from amid.handlers.http import parse_retry_after
 from amid.handlers.slack import SlackHandler, cut, escape
@@ -235,11 +242,7 @@ class SlackAppHandler(SlackHandler):
         return key or event.image_id, event.id, history_entry(event.state, event.occurred_at)
 
     def _count_failures(self, failures: list[str], context: dict[str, Any]) -> None:
-        for failure in failures:
-            self._metrics.template_failures.labels(self.name).inc()
-            _log.warning(
-                "template failed; used the default", handler=self.name, error=failure, **context
-            )
+        report_template_failures(self._metrics, _log, self.name, failures, context)
 
     async def _converse(
         self, key: str, event_id: str, entry: Entry, payload: dict[str, Any]

@@ -29,6 +29,8 @@ from amid.handlers.base import (
     HandlerError,
     Notification,
     Sendable,
+    log_context,
+    report_template_failures,
     single_event,
 )
 from amid.handlers.notice import notice_context, notice_document
@@ -209,22 +211,20 @@ class SnsHandler:
     async def send(self, message: Sendable) -> str | None:
         if isinstance(message, Digest):
             requests, failures = self._compose_digest(message)
-            context: dict[str, Any] = {"digest_events": message.count}
         elif isinstance(message, ExpectationNotice):
             request, failures = self._compose_notice(message)
-            requests, context = [request], {"expectation": message.expectation}
+            requests = [request]
         else:
-            notification = single_event(self.name, message)
-            request, failures = self._compose(notification)
-            requests, context = [request], notification.event.log_context()
-        for failure in failures:
-            self._metrics.template_failures.labels(self.name).inc()
-            _log.warning(
-                "template failed; published the default instead",
-                handler=self.name,
-                error=failure,
-                **context,
-            )
+            request, failures = self._compose(single_event(self.name, message))
+            requests = [request]
+        report_template_failures(
+            self._metrics,
+            _log,
+            self.name,
+            failures,
+            log_context(self.name, message),
+            "published the default instead",
+        )
         client = await self._aws.client(
             "sns", region=self._config.region, endpoint_url=self._config.endpoint_url
         )

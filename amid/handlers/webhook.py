@@ -16,7 +16,15 @@ from pydantic import SecretStr
 from amid import jsoncodec
 from amid.config import Config, WebhookHandlerConfig
 from amid.handlers import http
-from amid.handlers.base import Digest, ExpectationNotice, Notification, Sendable, single_event
+from amid.handlers.base import (
+    Digest,
+    ExpectationNotice,
+    Notification,
+    Sendable,
+    log_context,
+    report_template_failures,
+    single_event,
+)
 from amid.handlers.notice import notice_context, notice_document
 from amid.metrics import Metrics
 from amid.templates import TemplateError, digest_context, mentions, render, template_context
@@ -97,21 +105,14 @@ class WebhookHandler:
 
     async def send(self, message: Sendable) -> None:
         body, public, failures = self._request(message)
-        context: dict[str, Any]
-        if isinstance(message, Digest):
-            context = {"digest_events": message.count}
-        elif isinstance(message, ExpectationNotice):
-            context = {"expectation": message.expectation}
-        else:
-            context = single_event(self.name, message).event.log_context()
-        for failure in failures:
-            self._metrics.template_failures.labels(self.name).inc()
-            _log.warning(
-                "body template failed; sent the event JSON instead",
-                handler=self.name,
-                error=failure,
-                **context,
-            )
+        report_template_failures(
+            self._metrics,
+            _log,
+            self.name,
+            failures,
+            log_context(self.name, message),
+            "sent the event JSON instead",
+        )
         await http.deliver(
             self._http,
             method=self._config.method,
