@@ -365,13 +365,18 @@ class SlackHandlerConfig(_HandlerBase):
             if not self.api_url.endswith("/"):
                 object.__setattr__(self, "api_url", self.api_url + "/")
             return self
-        if self.webhook_url_file is not None:
-            secret = _read_secret_file(self.webhook_url_file, "webhook_url_file")
-            object.__setattr__(self, "webhook_url", secret)
-        assert self.webhook_url is not None  # noqa: S101 - narrowed by the check above
-        if not self.webhook_url.get_secret_value().startswith(("https://", "http://")):
-            raise ValueError("webhook_url must be an http(s) URL")
+        _read_webhook_url(self)
         return self
+
+
+def _read_webhook_url(model: SlackHandlerConfig | ChatWebhookConfig) -> None:
+    """`webhook_url_file` read into `webhook_url` (one of the two is set); it must be http(s)."""
+    if model.webhook_url_file is not None:
+        secret = _read_secret_file(model.webhook_url_file, "webhook_url_file")
+        object.__setattr__(model, "webhook_url", secret)
+    assert model.webhook_url is not None  # noqa: S101 - one of the two is set
+    if not model.webhook_url.get_secret_value().startswith(("https://", "http://")):
+        raise ValueError("webhook_url must be an http(s) URL")
 
 
 class ChatWebhookConfig(_HandlerBase):
@@ -391,12 +396,7 @@ class ChatWebhookConfig(_HandlerBase):
     def _secret(self) -> ChatWebhookConfig:
         if (self.webhook_url is None) == (self.webhook_url_file is None):
             raise ValueError("set exactly one of webhook_url and webhook_url_file")
-        if self.webhook_url_file is not None:
-            secret = _read_secret_file(self.webhook_url_file, "webhook_url_file")
-            object.__setattr__(self, "webhook_url", secret)
-        assert self.webhook_url is not None  # noqa: S101 - narrowed by the check above
-        if not self.webhook_url.get_secret_value().startswith(("https://", "http://")):
-            raise ValueError("webhook_url must be an http(s) URL")
+        _read_webhook_url(self)
         return self
 
 
