@@ -12,7 +12,7 @@ import os
 import random
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,15 @@ from amid.silences.refresh import RunTimeSilences
 from amid.store import Ledger, LedgerUnavailable, Store, open_store
 from amid.web.health import Health, HealthServer
 from amid.web.status import StatusPage
+
+# `AMID_HISTORY=off` builds the pipeline without the delivery record (SPEC 3h), so the bench
+# can measure what the record costs (docs/benchmarks.md); for the bench, not for production.
+HISTORY_ENV = "AMID_HISTORY"
+
+
+def history_on(environ: Mapping[str, str] = os.environ) -> bool:
+    """The delivery record is kept unless AMID_HISTORY is `off`."""
+    return environ.get(HISTORY_ENV, "").strip().lower() != "off"
 
 
 class StartupError(Exception):
@@ -207,7 +216,7 @@ class Daemon:
                 budget=config.queue.max_in_flight,
                 watcher=self._watcher,
                 silences=self._silences,
-                history=True,
+                history=history_on(),
             )
             self._batcher = pipeline.batcher
             await self._serve(config, source, ledger, pipeline, runtimes, resources)

@@ -1,7 +1,7 @@
 """`python -m bench` (or `make bench`): every benchmark of amid, on this machine, with no AWS.
 
-    .venv/bin/python -m bench            # the full run, ~20 min; updates docs/benchmarks.md
-    .venv/bin/python -m bench --quick    # a ~2 min smoke run; results in bench/results/ only
+    .venv/bin/python -m bench            # the full run, ~25 min; updates docs/benchmarks.md
+    .venv/bin/python -m bench --quick    # a ~4 min smoke run; results in bench/results/ only
     .venv/bin/python -m bench --report bench/results/results-....json   # docs from a past run
 
 It installs what it needs first: matplotlib and py-spy into the venv (pinned, only if
@@ -42,7 +42,7 @@ def ensure_tools() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a ~2 minute smoke run")
+    parser.add_argument("--quick", action="store_true", help="a ~4 minute smoke run")
     parser.add_argument(
         "--server", choices=["fauxqs", "moto"], default="fauxqs", help="the SQS emulator"
     )

@@ -45,7 +45,7 @@ AMID = ROOT / ".venv" / "bin" / "amid"
 PY_SPY = ROOT / ".venv" / "bin" / "py-spy"
 KINDS = ("limit", "limit_post", "amid", "peer")
 LABELS = {"limit": "limit", "limit_post": "limit+POST", "amid": "amid", "peer": "peer"}
-DEFAULT_VARIANTS = ("amid", "amid+features")  # of VARIANTS below
+DEFAULT_VARIANTS = ("amid", "amid+features", "amid-no-history", "amid+silence", "amid+slack-app")
 # limit+POST's latency is Python's floor for amid's path: what amid itself adds shows.
 TRICKLE_KINDS = ("limit_post", "amid", "peer")
 POLLERS = 2  # amid's default, given to the limit and the peer too
@@ -156,10 +156,16 @@ def receiver() -> Iterator[tuple[str, int]]:
 
 # ---------------------------------------------------------------------------- amid variants
 
+
+class Replace(list[Any]):
+    """A list in a variant's fragment that replaces the base's instead of extending it."""
+
+
 # Every amid the burst runs is the base config below plus one fragment (mappings merged,
-# lists appended; "{hook}" in a string is the receiver's base URL). "amid" is the plain one,
-# the figure the targets are about; a variant runs as its own kind (`burst:<name>`) when
-# `python -m bench --variants` names it, and the report shows its cost against "amid".
+# lists appended, a Replace list put instead; "{hook}" in a string is the receiver's base
+# URL). "amid" is the plain one, the figure the targets are about; a variant runs as its own
+# kind (`burst:<name>`) when `python -m bench --variants` names it, and the report shows its
+# cost against "amid".
 VARIANTS: dict[str, dict[str, Any]] = {
     "amid": {},
     # The burst with one digest handler and one expectation configured (SPEC 3b/3c): the
@@ -190,6 +196,40 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
 }
 
+# The new features' budgets (issue 24). A silence configured but matching no event of the
+# burst (no event comes from that account), active throughout (a one-hour window starting
+# every minute): its cost is the silence stage's per-event check, nothing held.
+VARIANTS["amid+silence"] = {
+    "silences": [
+        {
+            "name": "bench-quiet",
+            "match": {"account": ["999999999999"]},
+            "schedule": "* * * * *",
+            "duration": "1h",
+        }
+    ]
+}
+# Slack's app mode instead of the webhook (not beside it): the same one delivery per event
+# to the same receiver (bench/receiver.py answers the Web API under /slack/api/), so the
+# ratio to amid is what app mode costs over a webhook, without a second request per event
+# loading the receiver on the shared cores. Every event of the burst has its own image, so
+# each starts its conversation: a read, a claim and a start in the ledger's store, and one
+# chat.postMessage. `rate_limit` is lifted so Slack's pacing (1/s) does not set the pace.
+VARIANTS["amid+slack-app"] = {
+    "handlers": Replace(
+        [
+            {
+                "name": "s",
+                "type": "slack",
+                "token": "xoxb-bench-0000",
+                "channel": "C0BENCH0000",
+                "api_url": "{hook}/slack/api/",
+                "rate_limit": 1_000_000,
+            }
+        ]
+    )
+}
+
 # Variants that are plain amid in another environment: the stock asyncio loop instead of
 # uvloop, the standard library's json instead of orjson, or both (issue 24's measurements:
 # each library alone and together, in one run). The limits run on amid's loop choice too.
@@ -197,14 +237,20 @@ VARIANT_ENV: dict[str, dict[str, str]] = {
     "amid-asyncio": {"AMID_EVENT_LOOP": "asyncio"},
     "amid-json": {"AMID_JSON": "json"},
     "amid-asyncio-json": {"AMID_EVENT_LOOP": "asyncio", "AMID_JSON": "json"},
+    # The delivery record off (amid.daemon.HISTORY_ENV): amid / this is the record's budget,
+    # at least 0.9 (issue 24); plain amid always keeps the record.
+    "amid-no-history": {"AMID_HISTORY": "off"},
 }
 VARIANTS.update({name: {} for name in VARIANT_ENV})
 
 
 def merge(base: Any, fragment: Any, hook: str) -> Any:
-    """`fragment` over `base`: mappings merged, lists appended, "{hook}" filled in."""
+    """`fragment` over `base`: mappings merged, lists appended (a Replace list replaces),
+    "{hook}" filled in."""
     if isinstance(fragment, str):
         return fragment.replace("{hook}", hook)
+    if isinstance(fragment, Replace):
+        return [merge(None, i, hook) for i in fragment]
     if isinstance(fragment, list):
         return [
             *(base if isinstance(base, list) else []),
@@ -529,7 +575,11 @@ class Bench:
 
     def in_process(self) -> None:
         plan = self.plan
-        dynamodb_events = min(plan.cost_events, 1000)  # moto answers ~100 ledger calls/s
+        # A count of requests per message, so a few hundred messages tell it. Since the
+        # delivery record rides on the ledger's writes, moto's DynamoDB slows and grows with
+        # the table (100 messages: 36 ms each; 300: 58 ms and 1.6 GB; 1,000 went past 12 GB
+        # and 8 minutes, unfinished): 200 keeps the run short and the machine whole.
+        dynamodb_events = min(plan.cost_events, 200)
         for mode, events in (
             ("cost", plan.cost_events),
             ("growth", plan.growth_events),
@@ -620,6 +670,8 @@ def summarize(
     summary["limit_post_over_limit"] = ratio("limit", "limit_post")
     for variant in (k for k in kinds if k in VARIANTS and k != "amid"):
         summary[f"{variant}_over_amid"] = ratio("amid", variant)
+    if "amid-no-history" in kinds:  # the record's budget: amid (on) / amid-no-history (off)
+        summary["amid_over_amid-no-history"] = ratio("amid-no-history")
     for figure in ("start", "after_1k", "after_burst", "peak"):
         summary[f"amid_rss_{figure}_mib"] = spread("burst:amid", "rss_mib", figure)
     summary["amid_idle_core_percent"] = spread("idle:amid", "core_percent")
