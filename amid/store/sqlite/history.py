@@ -19,12 +19,12 @@ are purged with the ledger's, on the worker.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from amid import jsoncodec
 from amid.store.base import EventRecord, HandlerRecord, HistoryQuery, LedgerUnavailable, select
 
 HISTORY_SCHEMA = """
@@ -40,7 +40,6 @@ CREATE TABLE IF NOT EXISTS history (
 CREATE INDEX IF NOT EXISTS history_received ON history (received);
 """
 
-_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _VERSION = 1
 
 
@@ -126,7 +125,7 @@ def _encode(record: EventRecord) -> str:
         [name, h.outcome, h.attempts, h.error, h.reference, h.silence]
         for name, h in record.handlers.items()
     ]
-    return _encoder.encode(
+    return jsoncodec.dumps(
         [
             _VERSION,
             record.state,
@@ -146,8 +145,8 @@ def _encode(record: EventRecord) -> str:
 def _decode(
     event_id: str, text: str, duplicates: int, image_id: str, received: float
 ) -> EventRecord:
-    _, state, account, region, time, outcome, name, tags, matched, handlers, updated = json.loads(
-        text
+    _, state, account, region, time, outcome, name, tags, matched, handlers, updated = (
+        jsoncodec.loads(text)
     )
     return EventRecord(
         event_id=event_id,
