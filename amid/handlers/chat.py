@@ -19,6 +19,7 @@ import aiohttp
 import structlog
 from pydantic import SecretStr
 
+from amid import jsoncodec
 from amid.config import ChatWebhookConfig
 from amid.handlers import http, ratelimit
 from amid.handlers.base import (
@@ -126,7 +127,7 @@ class ChatWebhookHandler:
             self._http,
             method="POST",
             url=self.post_url(),
-            body=json.dumps(payload, ensure_ascii=False).encode("utf-8"),
+            body=jsoncodec.dumps(payload).encode("utf-8"),
             headers={"Content-Type": "application/json; charset=utf-8"},
             what=self._format.what,
             secrets=self.secrets(),

@@ -16,13 +16,13 @@ The routing key is a secret: held as SecretStr, masked in `render()` (which
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
 
+from amid import jsoncodec
 from amid.config import PAGERDUTY_SEVERITIES, Config, PagerDutyHandlerConfig
 from amid.handlers import http
 from amid.handlers.base import (
@@ -124,7 +124,7 @@ class PagerDutyHandler:
             self._metrics, _log, self.name, request.failures, request.log_context
         )
         key = self._routing_key.get_secret_value()
-        body = json.dumps({"routing_key": key, **request.body}, ensure_ascii=False)
+        body = jsoncodec.dumps({"routing_key": key, **request.body})
         await http.deliver(
             self._http,
             method="POST",

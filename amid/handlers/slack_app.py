@@ -26,7 +26,7 @@ import structlog
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from amid import __version__
+from amid import __version__, jsoncodec
 from amid.config import Config, SlackHandlerConfig
 from amid.handlers import ratelimit
 from amid.handlers.base import (
@@ -281,7 +281,7 @@ class SlackAppHandler(SlackHandler):
         call: Call,
     ) -> str:
         """Post the parent (first, or again: `restart`) and keep its ts."""
-        shown = json.dumps(payload, ensure_ascii=False)
+        shown = jsoncodec.dumps(payload)
         parent = parent_of(conversation.told(event_id, "", entry, shown), payload)
         try:
             answer = await self._api(call, "chat.postMessage", parent)
@@ -321,7 +321,7 @@ class SlackAppHandler(SlackHandler):
                 next_call = after("reply", answer)
                 if answer.ok:
                     reply_ts = answer.ts
-                    shown = json.dumps(payload, ensure_ascii=False)
+                    shown = jsoncodec.dumps(payload)
                     conversation = await self._change(
                         key, reply_in_conversation(event_id, reply_ts, entry, shown)
                     )

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from structlog.testing import capture_logs
 
+from amid import jsoncodec
 from amid.config import ConfigError, parse_config
 from amid.handlers import HandlerError, HandlerResources, Notification
 from amid.handlers.google_chat import with_reply_option
@@ -285,6 +286,7 @@ class TestSend:
         }
         assert request.headers["Content-Type"].startswith("application/json")
         assert request.json() == handler.render(notify("failed"))
+        assert request.body == jsoncodec.dumps(handler.render(notify("failed"))).encode()
 
     @pytest.mark.parametrize(
         ("status", "retryable"), [(500, True), (503, True), (429, True), (400, False), (403, False)]

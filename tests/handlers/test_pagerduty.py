@@ -138,6 +138,11 @@ class TestRequest:
             "event_action": "resolve",
             "dedup_key": "012345678901/us-east-1/golden-web",
         }
+        compact = (
+            f'{{"routing_key":"{ROUTING_KEY}","event_action":"resolve",'
+            '"dedup_key":"012345678901/us-east-1/golden-web"}'
+        )
+        assert request.raw == compact.encode(), "compact JSON, as amid's other bodies"
 
     async def test_the_default_key_is_account_region_and_image_id(
         self, make_handler: MakeHandler, api: EventsApi

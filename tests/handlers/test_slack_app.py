@@ -15,6 +15,7 @@ import pytest
 import yaml
 from structlog.testing import capture_logs
 
+from amid import jsoncodec
 from amid.config import ConfigError, RetryConfig, parse_config
 from amid.handlers import HandlerResources, build_handler
 from amid.handlers.base import ExpectationNotice, Notification
@@ -148,6 +149,18 @@ class TestConversation:
         assert [c.method for c in api.calls] == ["chat.postMessage"] * 2 + ["chat.update"]
         for action, count in (("started", 1), ("replied", 1), ("updated", 1), ("restarted", 0)):
             assert conversations(handler, action) == count
+
+    async def test_the_kept_message_is_the_newest_payload_in_amid_s_compact_json(
+        self, api: SlackApi, build: Build
+    ) -> None:
+        store = MemoryStore(3600)
+        handler = await build(app(api), store)
+        await send(handler, event("available", "e1"))
+        await send(handler, event("deregistered", "e2"))
+        kept = await store.conversation(handler.name, "ami-0123456789example")
+        assert kept is not None
+        newest = handler.render(event("deregistered", "e2"))["first event of the key"][0]
+        assert kept.shown == jsoncodec.dumps(newest["body"]), "compact, non-ASCII as is"
 
     async def test_an_older_event_arriving_late_leaves_the_parent_on_the_newest_state(
         self, api: SlackApi, build: Build

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from amid import jsoncodec
 from amid.handlers import HandlerError, HandlerResources, Notification
 from tests.adaptive_cards import assert_valid_teams_payloads, cards_of, check_cards
 from tests.handlers.conftest import (
@@ -214,6 +215,7 @@ class TestSend:
         assert (request.method, request.path_qs) == ("POST", SECRET_PATH)
         assert request.headers["Content-Type"].startswith("application/json")
         assert request.json() == handler.render(notify("failed"))
+        assert request.body == jsoncodec.dumps(handler.render(notify("failed"))).encode()
 
     @pytest.mark.parametrize(
         ("status", "retryable"), [(500, True), (502, True), (429, True), (400, False), (404, False)]
