@@ -3,9 +3,7 @@ limit, on a local server."""
 
 from __future__ import annotations
 
-import asyncio
 import html.parser
-import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from amid.config import ConfigError, parse_config
 from amid.handlers import HandlerError, HandlerResources, Notification
 from amid.handlers.google_chat import with_reply_option
 from tests.google_chat_schema import assert_valid_chat_payload, problems
+from tests.handlers.chat_helpers import IMAGE, LARGEST_IMAGE, burst_gaps, chat_item
 from tests.handlers.conftest import (
     GOLDEN,
     MakeHandler,
@@ -35,11 +34,6 @@ from tests.handlers.test_notices import overdue, recovered
 KEY = "AIzaSyDdI0hCZtE6vySjMm-WEfRq3CPzqKqqsHI"
 TOKEN = "s3cr3tT0k3n-XXXXXXXXXXXXXXXXXXXXXXXXXXX%3D"
 SECRET_PATH = f"/v1/spaces/AAAAxyz/messages?key={KEY}&token={TOKEN}"
-IMAGE = {
-    "name": "web-2025-05-01",
-    "description": "Web tier, Amazon Linux 2023",
-    "tags": {"team": "platform", "build": "1234"},
-}
 HOSTILE = {
     "name": "<users/all> <https://evil.example|click> <b>bold</b>",
     "description": '<a href="https://evil.example">d</a> & more',
@@ -48,14 +42,9 @@ HOSTILE = {
 
 
 def chat(receiver: Receiver | None = None, **options: Any) -> dict[str, Any]:
-    base = receiver.url if receiver is not None else "https://chat.googleapis.com"
-    return {
-        "name": "ops-chat",
-        "type": "google_chat",
-        "webhook_url": base + SECRET_PATH,
-        "rate_limit": 100,
-        **options,
-    }
+    return chat_item(
+        "google_chat", "ops-chat", "https://chat.googleapis.com", SECRET_PATH, receiver, options
+    )
 
 
 def html_texts(payload: Any) -> list[str]:
@@ -304,15 +293,8 @@ class TestSend:
         self, make_handler: MakeHandler, receiver: Receiver
     ) -> None:
         handler = await make_handler(chat(receiver, rate_limit=10))
-
-        async def paced() -> None:
-            await handler.pace()
-            await handler.send(notify())
-
-        await asyncio.gather(*(paced() for _ in range(6)))
-        arrivals = [request.at for request in receiver.requests]
-        gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
-        assert len(arrivals) == 6
+        gaps = await burst_gaps(handler, receiver, 6)
+        assert len(gaps) == 5
         assert min(gaps) >= 0.1 - 0.03, gaps
 
 
@@ -390,8 +372,7 @@ class TestSize:
         self, make_handler: MakeHandler
     ) -> None:
         handler = await make_handler(chat())
-        tags = {f"{n:02d}" + "k" * 126: "v" * 256 for n in range(50)}  # AWS's most
-        image = {"name": "n" * 500, "description": "d" * 5000, "tags": tags}
+        image = LARGEST_IMAGE
         event = seed_event("failed", ErrorMessage="e" * 20_000)
         for payload in (
             handler.render(Notification(event, image)),

@@ -3,8 +3,6 @@ outcomes and rate limit, on a local server."""
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import json
 import re
 from pathlib import Path
@@ -16,6 +14,7 @@ from structlog.testing import capture_logs
 from amid import jsoncodec
 from amid.handlers import HandlerError, HandlerResources, Notification
 from tests.adaptive_cards import assert_valid_teams_payloads, cards_of, check_cards
+from tests.handlers.chat_helpers import IMAGE, LARGEST_IMAGE, burst_gaps, chat_item
 from tests.handlers.conftest import (
     GOLDEN,
     MakeHandler,
@@ -28,12 +27,8 @@ from tests.handlers.conftest import (
 )
 from tests.handlers.test_notices import overdue, recovered
 
+WORKFLOWS = "https://prod-00.westeurope.logic.azure.com"  # a Power Automate host
 SECRET_PATH = "/workflows/0123abcd/triggers/manual/paths/invoke?sig=s3cr3tS1gXXXXXXXX"
-IMAGE = {
-    "name": "web-2025-05-01",
-    "description": "Web tier, Amazon Linux 2023",
-    "tags": {"team": "platform", "build": "1234"},
-}
 HOSTILE = {
     "name": "[click me](http://evil.example) <b>bold</b>",
     "description": "**loud** [d](http://evil.example/d)",
@@ -42,14 +37,7 @@ HOSTILE = {
 
 
 def teams(receiver: Receiver | None = None, **options: Any) -> dict[str, Any]:
-    base = receiver.url if receiver is not None else "https://prod-00.westeurope.logic.azure.com"
-    return {
-        "name": "ops-teams",
-        "type": "teams",
-        "webhook_url": base + SECRET_PATH,
-        "rate_limit": 100,
-        **options,
-    }
+    return chat_item("teams", "ops-teams", WORKFLOWS, SECRET_PATH, receiver, options)
 
 
 def text_runs(node: Any) -> list[str]:
@@ -245,15 +233,8 @@ class TestSend:
         self, make_handler: MakeHandler, receiver: Receiver
     ) -> None:
         handler = await make_handler(teams(receiver, rate_limit=10))
-
-        async def paced() -> None:
-            await handler.pace()
-            await handler.send(notify())
-
-        await asyncio.gather(*(paced() for _ in range(6)))
-        arrivals = [request.at for request in receiver.requests]
-        gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
-        assert len(arrivals) == 6
+        gaps = await burst_gaps(handler, receiver, 6)
+        assert len(gaps) == 5
         assert min(gaps) >= 0.1 - 0.03, gaps
 
 
@@ -280,8 +261,7 @@ class TestSize:
         self, make_handler: MakeHandler
     ) -> None:
         handler = await make_handler(teams())
-        tags = {f"{n:02d}" + "k" * 126: "v" * 256 for n in range(50)}  # AWS's most
-        image = {"name": "n" * 500, "description": "d" * 5000, "tags": tags}
+        image = LARGEST_IMAGE
         event = seed_event("failed", ErrorMessage="e" * 20_000)
         payload = handler.render(Notification(event, image))
         assert len(json.dumps(payload, ensure_ascii=False).encode()) < 20_000
