@@ -1,9 +1,12 @@
-"""Start-up's freed heap goes back to the system once the daemon serves."""
+"""What the daemon holds in memory: start-up's freed heap goes back to the system, start-up
+objects are frozen, and packages only some configs need are imported only then."""
 
 from __future__ import annotations
 
 import gc
 import platform
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +78,20 @@ async def test_start_up_objects_are_frozen_while_the_daemon_serves_and_thawed_af
         # A full collection no longer walks them: it sees only the objects made since.
         assert len(gc.get_objects()) < frozen
     assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize("package", ["jinja2", "slack_sdk"])
+def test_the_daemon_imports_what_only_some_configs_need_only_when_they_do(package: str) -> None:
+    # Jinja2 (~1.9 MiB) serves templates and the status page; slack-sdk the Slack app
+    # mode: a fresh interpreter that loads the daemon and its command line has neither.
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sys, amid.cli, amid.daemon; print({package!r} in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "False"
