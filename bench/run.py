@@ -66,10 +66,15 @@ class Plan:
     profile_seconds: float
     server: str
     variants: tuple[str, ...] = DEFAULT_VARIANTS  # the amids the burst runs (VARIANTS)
+    # More bursts of amid and amid-no-history, side by side, for the record's budget alone:
+    # a ~5 % cost is within the spread of 3 bursts (docs/benchmarks.md, issue 23).
+    record_pairs: int = 0
 
     @classmethod
     def full(cls, server: str) -> Plan:
-        return cls(3, 10_000, 0.2, 500, 20.0, 30.0, 60.0, 5_000, 100_000, 20.0, server)
+        return cls(
+            3, 10_000, 0.2, 500, 20.0, 30.0, 60.0, 5_000, 100_000, 20.0, server, record_pairs=6
+        )
 
     @classmethod
     def quick(cls, server: str) -> Plan:
@@ -398,7 +403,15 @@ class Bench:
 
     # -- burst ----------------------------------------------------------------------------
 
-    async def burst(self, kind: str, *, idle: bool = False, profile: Path | None = None) -> None:
+    async def burst(
+        self,
+        kind: str,
+        *,
+        idle: bool = False,
+        profile: Path | None = None,
+        scenario: str = "burst",
+    ) -> None:
+        """One burst of `kind`, recorded as `scenario:kind`."""
         plan = self.plan
         url = await self.new_queue(f"burst-{kind}")
         consumer = start_consumer(kind, url, self.endpoint, self.hook, self.work)
@@ -452,7 +465,7 @@ class Bench:
                     "peak": sample.peak_rss / 2**20,
                 }
             if profile is None:
-                self.record(f"burst:{kind}", result)
+                self.record(f"{scenario}:{kind}", result)
             else:
                 self.record("profile", {"events_per_s_under_py_spy": result["events_per_s"]})
             if idle:
@@ -612,6 +625,12 @@ async def run(plan: Plan, started: str) -> dict[str, Any]:
             for kind in order:
                 log(f"burst {repeat + 1}/{plan.repeats}: {kind}")
                 await b.burst(kind, idle=kind == "amid")
+        if "amid-no-history" in kinds:
+            for pair in range(plan.record_pairs):
+                log(f"the record's budget {pair + 1}/{plan.record_pairs}")
+                pair_kinds = ("amid", "amid-no-history")
+                for kind in pair_kinds if pair % 2 == 0 else pair_kinds[::-1]:
+                    await b.burst(kind, scenario="record")
         for repeat in range(plan.repeats):
             shift = repeat % len(TRICKLE_KINDS)
             for kind in TRICKLE_KINDS[shift:] + TRICKLE_KINDS[:shift]:
@@ -647,9 +666,17 @@ def summarize(
                 values.append(float(value))
         return Spread.of(values).as_dict()
 
-    def ratio(over: str, kind: str = "amid") -> dict[str, float]:
+    def ratio(
+        over: str, kind: str = "amid", scenarios: tuple[str, ...] = ("burst",)
+    ) -> dict[str, float]:
         """kind's events/s over `over`'s, burst by burst (the same repeat), median of those."""
-        pairs = zip(runs.get(f"burst:{over}", []), runs.get(f"burst:{kind}", []), strict=False)
+        pairs = [
+            pair
+            for scenario in scenarios
+            for pair in zip(
+                runs.get(f"{scenario}:{over}", []), runs.get(f"{scenario}:{kind}", []), strict=False
+            )
+        ]
         return Spread.of([a["events_per_s"] / b["events_per_s"] for b, a in pairs]).as_dict()
 
     summary: dict[str, Any] = {"kinds": list(kinds)}
@@ -671,7 +698,14 @@ def summarize(
     for variant in (k for k in kinds if k in VARIANTS and k != "amid"):
         summary[f"{variant}_over_amid"] = ratio("amid", variant)
     if "amid-no-history" in kinds:  # the record's budget: amid (on) / amid-no-history (off)
-        summary["amid_over_amid-no-history"] = ratio("amid-no-history")
+        both = ("burst", "record")  # the rotated repeats and the extra pairs
+        summary["amid_over_amid-no-history"] = ratio("amid-no-history", scenarios=both)
+        summary["record_pairs"] = len(runs.get("record:amid", [])) + min(
+            len(runs.get("burst:amid", [])), len(runs.get("burst:amid-no-history", []))
+        )
+        for kind in ("amid", "amid-no-history"):
+            cpu = [r["consumer_cpu_s_per_1k"] for s in both for r in runs.get(f"{s}:{kind}", [])]
+            summary[f"record_{kind}_cpu_s_per_1k"] = Spread.of(cpu).as_dict()
     for figure in ("start", "after_1k", "after_burst", "peak"):
         summary[f"amid_rss_{figure}_mib"] = spread("burst:amid", "rss_mib", figure)
     summary["amid_idle_core_percent"] = spread("idle:amid", "core_percent")
