@@ -666,17 +666,21 @@ def summarize(
                 values.append(float(value))
         return Spread.of(values).as_dict()
 
-    def ratio(
-        over: str, kind: str = "amid", scenarios: tuple[str, ...] = ("burst",)
-    ) -> dict[str, float]:
-        """kind's events/s over `over`'s, burst by burst (the same repeat), median of those."""
-        pairs = [
+    def paired(over: str, kind: str, scenarios: tuple[str, ...]) -> list[tuple[Any, Any]]:
+        """(over's burst, kind's burst) of the same repeat, in each scenario."""
+        return [
             pair
             for scenario in scenarios
             for pair in zip(
                 runs.get(f"{scenario}:{over}", []), runs.get(f"{scenario}:{kind}", []), strict=False
             )
         ]
+
+    def ratio(
+        over: str, kind: str = "amid", scenarios: tuple[str, ...] = ("burst",)
+    ) -> dict[str, float]:
+        """kind's events/s over `over`'s, burst by burst (the same repeat), median of those."""
+        pairs = paired(over, kind, scenarios)
         return Spread.of([a["events_per_s"] / b["events_per_s"] for b, a in pairs]).as_dict()
 
     summary: dict[str, Any] = {"kinds": list(kinds)}
@@ -700,9 +704,7 @@ def summarize(
     if "amid-no-history" in kinds:  # the record's budget: amid (on) / amid-no-history (off)
         both = ("burst", "record")  # the rotated repeats and the extra pairs
         summary["amid_over_amid-no-history"] = ratio("amid-no-history", scenarios=both)
-        summary["record_pairs"] = len(runs.get("record:amid", [])) + min(
-            len(runs.get("burst:amid", [])), len(runs.get("burst:amid-no-history", []))
-        )
+        summary["record_pairs"] = len(paired("amid-no-history", "amid", both))
         for kind in ("amid", "amid-no-history"):
             cpu = [r["consumer_cpu_s_per_1k"] for s in both for r in runs.get(f"{s}:{kind}", [])]
             summary[f"record_{kind}_cpu_s_per_1k"] = Spread.of(cpu).as_dict()

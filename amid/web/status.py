@@ -175,29 +175,26 @@ class StatusPage:
             silences = await self.silences()
         except LedgerUnavailable:
             return web.Response(status=503, text="the dedupe store is unavailable\n")
-        html = (
-            _templates()
-            .get_template("status.html")
-            .render(
-                version=__version__,
-                now=moment(now),
-                refresh=REFRESH,
-                events=[_event_view(record, now) for record in recent[:RECENT]],
-                failures=_failures(recent),
-                expectations=expectations,
-                silences=[
-                    {
-                        "name": s.name,
-                        "ends": moment(s.ends),
-                        "left": human_duration(s.ends - now),
-                        "covers": s.covers,
-                        "handlers": ", ".join(s.handlers) or "every handler",
-                        "comment": s.comment,
-                        "author": s.author,
-                    }
-                    for s in silences
-                ],
-            )
+        template = _templates().get_template("status.html")
+        html = template.render(
+            version=__version__,
+            now=moment(now),
+            refresh=REFRESH,
+            events=[_event_view(record, now) for record in recent[:RECENT]],
+            failures=_failures(recent),
+            expectations=expectations,
+            silences=[
+                {
+                    "name": s.name,
+                    "ends": moment(s.ends),
+                    "left": human_duration(s.ends - now),
+                    "covers": s.covers,
+                    "handlers": ", ".join(s.handlers) or "every handler",
+                    "comment": s.comment,
+                    "author": s.author,
+                }
+                for s in silences
+            ],
         )
         return web.Response(text=html, content_type="text/html", charset="utf-8")
 
